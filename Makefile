@@ -1,0 +1,62 @@
+# Trellis: `make run` starts the platform on this machine, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the services need; installed with apt-get (sudo when not root).
+DEBIAN_PACKAGES :=
+
+.PHONY: help install run test test-fast lint format contracts bench up down clean
+
+help:
+	@echo "make run        start NATS, every service and the gateway on 127.0.0.1:8080"
+	@echo "make test       lint, type-check and run the whole test suite"
+	@echo "make bench      run the benchmarks (figures go to docs/benchmarks.md)"
+	@echo "make up / down  the docker compose stack"
+	@echo "make contracts  regenerate JSON Schema snapshots and the AsyncAPI document"
+	@echo "make lint       ruff and mypy"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Trellis needs Python 3.11 or newer (PYTHON=$(PYTHON))" >&2; exit 1; }
+	@bash deploy/install-debian-packages.sh $(DEBIAN_PACKAGES) \
+		$$($(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || echo python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/trellis up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+contracts: $(STAMP)
+	$(BIN)/python -m contracts.export
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.bus
+
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
