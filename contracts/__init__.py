@@ -1,0 +1,1 @@
+"""Trellis message contracts: pydantic models, subjects, streams and buckets. No I/O."""

@@ -1,0 +1,93 @@
+"""Every message, operation and event in one list: the source of schema snapshots and AsyncAPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts import fraud, index, subjects, system, topology
+from contracts.envelope import Envelope, Message
+from contracts.errors import ErrorReply
+
+
+@dataclass(frozen=True)
+class OperationDoc:
+    subject: str
+    request: type[Message]
+    reply: type[Message]
+    summary: str
+    broadcast: bool = False  # every replica answers (no queue group)
+
+
+@dataclass(frozen=True)
+class EventDoc:
+    subject: str
+    message: type[Message]
+    stream: str
+    summary: str
+
+
+def _ping_operations() -> list[OperationDoc]:
+    return [
+        OperationDoc(
+            subjects.ping(service),
+            system.PingRequest,
+            system.PingReply,
+            f"Liveness of the {service} service: one replica answers.",
+        )
+        for service in subjects.BACKEND_SERVICES
+    ]
+
+
+OPERATIONS: tuple[OperationDoc, ...] = (
+    *_ping_operations(),
+    OperationDoc(
+        subjects.HEALTH_POLL,
+        system.HealthPoll,
+        system.ServiceHealth,
+        "Every replica of every service answers with its health.",
+        broadcast=True,
+    ),
+    OperationDoc(
+        subjects.FRAUD_GET_KMS_ENCRYPTION_KEY,
+        fraud.GetKmsEncryptionKeyRequest,
+        fraud.KmsEncryptionKey,
+        "The KMS key Fraud Detector data is encrypted with.",
+    ),
+    OperationDoc(
+        subjects.FRAUD_PUT_KMS_ENCRYPTION_KEY,
+        fraud.PutKmsEncryptionKeyCommand,
+        fraud.KmsEncryptionKey,
+        "Set the KMS key.",
+    ),
+    OperationDoc(
+        subjects.INDEX_LIST_INDEXES,
+        index.ListIndexesRequest,
+        index.ListIndexesReply,
+        "List search indexes.",
+    ),
+)
+
+EVENTS: tuple[EventDoc, ...] = (
+    EventDoc(
+        subjects.DEAD_LETTERED,
+        system.DeadLetter,
+        topology.DEAD_LETTERS.name,
+        "A message that could not be processed, with the error.",
+    ),
+)
+
+
+def all_messages() -> dict[str, type[Message]]:
+    """Every message body by its type name, plus the error reply and nested models."""
+    found: dict[str, type[Message]] = {ErrorReply.message_type: ErrorReply}
+    for op in OPERATIONS:
+        found[op.request.message_type] = op.request
+        found[op.reply.message_type] = op.reply
+    for ev in EVENTS:
+        found[ev.message.message_type] = ev.message
+    found[system.ConsumerStatus.message_type] = system.ConsumerStatus
+    found[index.IndexSummary.message_type] = index.IndexSummary
+    return dict(sorted(found.items()))
+
+
+ENVELOPE = Envelope

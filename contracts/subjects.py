@@ -1,0 +1,72 @@
+"""The one module that builds NATS subject names.
+
+Events are `<domain>.v1.<entity>.<event>` (past tense), request/reply operations are
+`<domain>.v1.<operation>`. Nothing else in the code base writes a subject by hand.
+"""
+
+from __future__ import annotations
+
+import re
+
+VERSION = "v1"
+
+# Service (process) name -> the domain token its subjects start with.
+SERVICE_DOMAINS: dict[str, str] = {
+    "crawler": "crawl",
+    "indexer": "index",
+    "image_builder": "image",
+    "fraud": "fraud",
+    "tuner": "tune",
+    "inference": "inference",
+}
+BACKEND_SERVICES: tuple[str, ...] = tuple(SERVICE_DOMAINS)
+SYSTEM_DOMAIN = "system"
+
+_TOKEN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _check(*tokens: str) -> None:
+    for token in tokens:
+        if not _TOKEN.match(token):
+            raise ValueError(f"invalid subject token {token!r}: use lowercase [a-z0-9_], start a-z")
+
+
+def event(domain: str, entity: str, happened: str) -> str:
+    """Subject of an event: `crawl.v1.document.added`."""
+    _check(domain, entity, happened)
+    return f"{domain}.{VERSION}.{entity}.{happened}"
+
+
+def operation(domain: str, name: str) -> str:
+    """Subject of a request/reply operation: `fraud.v1.get_event_prediction`."""
+    _check(domain, name)
+    return f"{domain}.{VERSION}.{name}"
+
+
+def domain_of(service: str) -> str:
+    try:
+        return SERVICE_DOMAINS[service]
+    except KeyError:
+        raise ValueError(f"unknown service {service!r}") from None
+
+
+def ping(service: str) -> str:
+    """Every back-end service answers `<domain>.v1.ping` (one replica, queue group)."""
+    return operation(domain_of(service), "ping")
+
+
+# Every replica of every service answers this (no queue group): a scatter-gather health poll.
+HEALTH_POLL = operation(SYSTEM_DOMAIN, "health")
+# Messages that could not be processed, with the original bytes and the error.
+DEAD_LETTERED = event(SYSTEM_DOMAIN, "message", "dead_lettered")
+
+# Operations implemented so far.
+FRAUD_GET_KMS_ENCRYPTION_KEY = operation("fraud", "get_kms_encryption_key")
+FRAUD_PUT_KMS_ENCRYPTION_KEY = operation("fraud", "put_kms_encryption_key")
+INDEX_LIST_INDEXES = operation("index", "list_indexes")
+
+
+def queue_group(service: str) -> str:
+    """Replicas of one service share work through this queue group."""
+    domain_of(service)
+    return f"trellis_{service}"

@@ -1,0 +1,79 @@
+"""JetStream streams, durable consumers and KV buckets: declared here, created by the runtime."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import subjects
+
+
+class StreamSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age_s: float = 0.0  # 0 = keep forever
+    max_bytes: int = -1
+    duplicate_window_s: float = 120.0
+
+
+class ConsumerSpec(BaseModel):
+    """A durable pull consumer with explicit ack and bounded, backed-off redelivery."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    durable: str
+    filter_subject: str
+    max_deliver: int = Field(default=5, ge=1)
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    # Delay before the n-th redelivery (the last value repeats).
+    backoff_s: tuple[float, ...] = (0.5, 2.0, 10.0)
+    max_ack_pending: int = 1000
+
+
+class BucketSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    history: int = 1
+    ttl_s: float = 0.0  # 0 = no expiry
+
+
+DEAD_LETTERS = StreamSpec(
+    name="SYSTEM_DEAD_LETTERS",
+    subjects=(subjects.DEAD_LETTERED,),
+    description="Messages no consumer could process: original bytes, headers and the error.",
+    max_age_s=30 * 24 * 3600,
+)
+
+SERVICE_REGISTRY = BucketSpec(
+    name="trellis_services",
+    description="One key per live service replica, refreshed by its heartbeat; expires when it dies.",
+    ttl_s=15.0,
+)
+GATEWAY_API_KEYS = BucketSpec(
+    name="gateway_api_keys",
+    description="REST API keys (hashed) and AWS access-key pairs (secret sealed), with scopes.",
+    history=5,
+)
+FRAUD_SETTINGS = BucketSpec(
+    name="fraud_settings",
+    description="Account-level Fraud Detector settings (KMS key).",
+    history=5,
+)
+INDEX_INDEXES = BucketSpec(
+    name="index_indexes",
+    description="Search index resources.",
+    history=5,
+)
+
+STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS,)
+BUCKETS: tuple[BucketSpec, ...] = (
+    SERVICE_REGISTRY,
+    GATEWAY_API_KEYS,
+    FRAUD_SETTINGS,
+    INDEX_INDEXES,
+)
