@@ -1,0 +1,1 @@
+"""What every Trellis service needs: bus, consumers, KV resources, settings, logs, metrics, health."""

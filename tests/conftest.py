@@ -1,0 +1,51 @@
+"""Shared fixtures: a real nats-server with JetStream on a free port, and buses connected to it."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime.bus import Bus
+from runtime.embedded_nats import EmbeddedNats
+from runtime.metrics import ServiceMetrics
+from runtime.topology import ensure_platform
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), port=0)
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(nats_url, source="test", metrics=ServiceMetrics("test"))
+    await ensure_platform(connected.js)
+    yield connected
+    await connected.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short token that keeps streams, consumers and subjects of one test apart."""
+    return uuid.uuid4().hex[:10]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
