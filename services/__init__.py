@@ -1,0 +1,1 @@
+"""Trellis services: one package each, laid out as DESIGN.md shows."""

@@ -1,0 +1,1 @@
+"""The web crawler (Kendra Web Crawler connector) service."""

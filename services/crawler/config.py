@@ -1,0 +1,11 @@
+"""Settings of the crawler service (env prefix TRELLIS_CRAWLER_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TRELLIS_CRAWLER_", extra="ignore")

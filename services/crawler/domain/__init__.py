@@ -1,0 +1,1 @@
+"""Pure logic of the crawler service (no bus, no I/O)."""

@@ -1,0 +1,1 @@
+"""Pure logic of the fraud service (no bus, no I/O)."""

@@ -1,0 +1,1 @@
+"""The HTTP gateway: REST API, AWS-compatible API, auth."""

@@ -1,0 +1,112 @@
+"""Wiring of the gateway: FastAPI app, key store, fleet view, AWS operations, error shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts import topology
+from runtime.bus import Bus
+from runtime.errors import TrellisError
+from runtime.metrics import ServiceMetrics
+from runtime.service import package_version
+from runtime.settings import SharedSettings
+from runtime.topology import ensure_bucket, ensure_platform
+from services.gateway.adapters.bootstrap import (
+    load_or_create_credentials,
+    load_or_create_sealing_key,
+)
+from services.gateway.adapters.fleet import Fleet
+from services.gateway.adapters.key_store import KeyStore
+from services.gateway.auth import AuthError
+from services.gateway.aws import fraud_detector, kendra
+from services.gateway.aws.dispatcher import AwsOperations
+from services.gateway.config import BootstrapSettings, Settings
+from services.gateway.handlers import aws, keys, system
+from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
+from services.gateway.problems import STATUS_BY_CODE, problem
+
+
+def aws_operations() -> AwsOperations:
+    operations = AwsOperations()
+    fraud_detector.register(operations)
+    kendra.register(operations)
+    return operations
+
+
+def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Fleet) -> FastAPI:
+    app = FastAPI(
+        title="Trellis",
+        version=package_version(),
+        summary="Self-hosted search, fraud detection, custom images, tuning and inference.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    metrics = bus.metrics or ServiceMetrics("gateway")
+    app.state.bus = bus
+    app.state.settings = settings
+    app.state.key_store = key_store
+    app.state.fleet = fleet
+    app.state.metrics = metrics
+    app.state.aws_operations = aws_operations()
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+
+    @app.exception_handler(AuthError)
+    async def on_auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer realm="trellis"'} if exc.status == 401 else None
+        return problem(exc.status, exc.detail, headers=headers)
+
+    @app.exception_handler(TrellisError)
+    async def on_trellis_error(_: Request, exc: TrellisError) -> JSONResponse:
+        # Details are for machines; show only the ones that help a caller and leak nothing.
+        shown: dict[str, Any] = {
+            k: v for k, v in exc.details.items() if k in ("service", "kind", "id")
+        }
+        return problem(STATUS_BY_CODE.get(exc.code, 500), exc.message, code=exc.code.value, **shown)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return problem(400, "the request is invalid", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(BodyTooLarge)
+    async def on_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problem(413, str(exc))
+
+    app.include_router(system.router)
+    app.include_router(keys.router)
+    app.include_router(aws.router)
+    return app
+
+
+async def build(
+    bus: Bus, settings: Settings, shared: SharedSettings, bootstrap: BootstrapSettings | None = None
+) -> FastAPI:
+    """The gateway on an already-connected bus (tests inject theirs)."""
+    await ensure_platform(bus.js, shared.stream_replicas)
+    keys_bucket = await ensure_bucket(bus.js, topology.GATEWAY_API_KEYS, shared.stream_replicas)
+    registry = await ensure_bucket(bus.js, topology.SERVICE_REGISTRY, shared.stream_replicas)
+    key_store = KeyStore(
+        keys_bucket,
+        load_or_create_sealing_key(shared.data_dir, settings.sealing_key),
+        load_or_create_credentials(shared.data_dir, bootstrap),
+    )
+    return create_app(
+        bus=bus,
+        settings=settings,
+        key_store=key_store,
+        fleet=Fleet(bus, registry, settings.health_poll_s),
+    )

@@ -1,0 +1,1 @@
+"""Pure logic of the gateway service (no bus, no I/O)."""

@@ -1,0 +1,128 @@
+"""ASGI middleware: body size limit, correlation ids, access log and HTTP metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contracts.envelope import new_message_id
+from runtime.logs import correlation_id_var
+from runtime.metrics import LATENCY_BUCKETS, ServiceMetrics
+
+log = logging.getLogger("trellis.gateway.access")
+CORRELATION_HEADER = b"x-correlation-id"
+_CORRELATION = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`: at once from Content-Length, or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _send_413(send, self.max_bytes)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = (
+        b'{"type":"about:blank","title":"Content Too Large","status":413,'
+        b'"detail":"request body exceeds ' + str(limit).encode() + b' bytes"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Sets the correlation id (from `X-Correlation-Id` or new), logs and measures each request."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.requests = Counter(
+            "trellis_http_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=metrics.registry,
+        )
+        self.seconds = Histogram(
+            "trellis_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=metrics.registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = dict(scope["headers"]).get(CORRELATION_HEADER, b"")
+        cid = supplied.decode() if _CORRELATION.match(supplied) else new_message_id()
+        token = correlation_id_var.set(cid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (CORRELATION_HEADER, cid.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.seconds.labels(scope["method"], route).observe(elapsed)
+            principal = getattr(scope.get("state", {}).get("principal"), "key_id", None)
+            log.info(
+                "%s %s %d",
+                scope["method"],
+                route,
+                status,
+                extra={"duration_ms": round(elapsed * 1000, 2), "key_id": principal},
+            )
+            correlation_id_var.reset(token)

@@ -1,0 +1,1 @@
+"""The image builder (SageMaker custom images) service."""

@@ -1,0 +1,1 @@
+"""The search index service (Kendra Query / Retrieve)."""

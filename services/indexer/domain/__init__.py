@@ -1,0 +1,1 @@
+"""Pure logic of the indexer service (no bus, no I/O)."""

@@ -1,0 +1,1 @@
+"""Pure logic of the inference service (no bus, no I/O)."""

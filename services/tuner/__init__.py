@@ -1,0 +1,1 @@
+"""The tuner (hyperparameter optimisation) service."""

@@ -1,0 +1,1 @@
+"""Pure logic of the tuner service (no bus, no I/O)."""

@@ -1,0 +1,261 @@
+"""The real gateway (uvicorn on a free port) over real services: auth, scopes, AWS API, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import httpx
+import pytest
+import uvicorn
+from botocore.config import Config
+
+from runtime.bus import Bus
+from runtime.metrics import ServiceMetrics
+from runtime.service import Service
+from runtime.settings import SharedSettings
+from services.fraud.app import build as build_fraud
+from services.fraud.config import Settings as FraudSettings
+from services.gateway.adapters.bootstrap import BootstrapCredentials, load_or_create_credentials
+from services.gateway.app import build as build_gateway
+from services.gateway.config import BootstrapSettings
+from services.gateway.config import Settings as GatewaySettings
+from services.indexer.app import build as build_indexer
+from services.indexer.config import Settings as IndexerSettings
+from tests.conftest import free_port
+
+ARN = "arn:aws:kms:us-east-1:123456789012:key/12345678-1234-1234-1234-123456789012"
+
+
+@dataclass
+class Platform:
+    url: str
+    creds: BootstrapCredentials
+    http: httpx.AsyncClient
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.creds.api_key}"}
+
+    def aws(self, service: str, key_id: str | None = None, secret: str | None = None) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=key_id or self.creds.access_key_id,
+            aws_secret_access_key=secret or self.creds.secret_access_key,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+
+@pytest.fixture
+async def platform(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
+    shared = SharedSettings(data_dir=data_dir)
+    buses = [await Bus.connect(nats_url, source=name) for name in ("fraud", "indexer", "gateway")]
+    services: list[Service] = [
+        await build_fraud(buses[0], FraudSettings(), shared),
+        await build_indexer(buses[1], IndexerSettings(), shared),
+    ]
+    for service in services:
+        await service.start()
+    buses[2].metrics = ServiceMetrics("gateway")
+    port = free_port()
+    settings = GatewaySettings(
+        port=port, max_body_bytes=64 * 1024, health_poll_s=0.3, request_timeout_s=2
+    )
+    app = await build_gateway(buses[2], settings, shared, BootstrapSettings())
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        yield Platform(url, load_or_create_credentials(data_dir, BootstrapSettings()), http)
+    server.should_exit = True
+    await serving
+    for service in services:
+        await service.stop()
+    for b in buses:
+        await b.close()
+
+
+async def test_routes_need_a_valid_key_with_the_right_scope(platform: Platform) -> None:
+    http = platform.http
+    missing = await http.get("/v1/services")
+    assert (
+        missing.status_code == 401 and missing.headers["content-type"] == "application/problem+json"
+    )
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert (
+        await http.get("/v1/services", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
+
+    created = await http.post(
+        "/v1/keys",
+        headers=platform.admin(),
+        json={"name": "fraud-reader", "scopes": ["fraud:read"]},
+    )
+    assert created.status_code == 201
+    token = created.json()["api_key"]
+    reader = {"Authorization": f"Bearer {token}"}
+    assert (await http.get("/v1/whoami", headers=reader)).json()["scopes"] == ["fraud:read"]
+    forbidden = await http.get("/v1/services", headers=reader)
+    assert forbidden.status_code == 403 and "platform:read" in forbidden.json()["detail"]
+    assert (await http.get("/v1/keys", headers=reader)).status_code == 403
+
+    listed = (await http.get("/v1/keys", headers=platform.admin())).json()["keys"]
+    assert any(k["id"] == created.json()["id"] for k in listed)
+    assert all("secret" not in str(k) and "api_key" not in k for k in listed)
+
+    revoked = await http.delete(f"/v1/keys/{created.json()['id']}", headers=platform.admin())
+    assert revoked.json()["revoked_at"] is not None
+    assert (await http.get("/v1/whoami", headers=reader)).status_code == 401
+
+
+async def test_readyz_and_services_report_live_replicas(platform: Platform) -> None:
+    ready = await platform.http.get("/readyz")  # only fraud and indexer run here
+    assert ready.status_code == 503
+    services = ready.json()["services"]
+    assert services["fraud"]["ready"] == 1 and services["indexer"]["ready"] == 1
+    assert services["crawler"] == {"replicas": 0, "ready": 0, "status": "down"}
+    listed = (await platform.http.get("/v1/services", headers=platform.admin())).json()["services"]
+    assert {s["name"] for s in listed} == set(services)
+
+
+async def test_a_request_to_a_service_that_is_down_gets_503_naming_it(platform: Platform) -> None:
+    started = asyncio.get_running_loop().time()
+    down = await platform.http.post("/v1/services/crawler/ping", headers=platform.admin())
+    assert down.status_code == 503 and down.json()["service"] == "crawler"
+    assert "crawler" in down.json()["detail"]
+    assert asyncio.get_running_loop().time() - started < 1.5
+    up = await platform.http.post("/v1/services/fraud/ping", headers=platform.admin())
+    assert up.status_code == 200 and up.json()["service"] == "fraud"
+    assert (
+        await platform.http.post("/v1/services/nope/ping", headers=platform.admin())
+    ).status_code == 404
+
+
+async def test_bad_bodies_are_refused_clearly(platform: Platform) -> None:
+    http = platform.http
+    unknown = await http.post(
+        "/v1/keys",
+        headers=platform.admin(),
+        json={"name": "x", "scopes": ["admin"], "role": "root"},
+    )
+    assert unknown.status_code == 400 and any(
+        "role" in e["location"] for e in unknown.json()["errors"]
+    )
+    bad_scope = await http.post(
+        "/v1/keys", headers=platform.admin(), json={"name": "x", "scopes": ["root"]}
+    )
+    assert bad_scope.status_code == 400
+    huge = await http.post("/v1/keys", headers=platform.admin(), content=b"x" * (65 * 1024))
+    assert huge.status_code == 413 and huge.headers["content-type"] == "application/problem+json"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(80):
+            yield b"y" * 1024
+
+    streamed = await http.post("/", headers={"Content-Type": "application/json"}, content=chunks())
+    assert streamed.status_code == 413
+
+
+async def test_boto3_round_trip_and_aws_shaped_errors(platform: Platform) -> None:
+    fraud = platform.aws("frauddetector")
+    kendra = platform.aws("kendra")
+    assert (await asyncio.to_thread(fraud.get_kms_encryption_key))["kmsKey"][
+        "kmsEncryptionKeyArn"
+    ] in ("DEFAULT", ARN)
+    await asyncio.to_thread(fraud.put_kms_encryption_key, kmsEncryptionKeyArn=ARN)
+    assert (await asyncio.to_thread(fraud.get_kms_encryption_key))["kmsKey"][
+        "kmsEncryptionKeyArn"
+    ] == ARN
+    assert (await asyncio.to_thread(kendra.list_indices))["IndexConfigurationSummaryItems"] == []
+
+    def error_of(call: Any, **kwargs: Any) -> tuple[str, int]:
+        try:
+            call(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"], exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        raise AssertionError("expected an error")
+
+    wrong_secret = platform.aws("frauddetector", secret="not-the-secret")
+    assert await asyncio.to_thread(error_of, wrong_secret.get_kms_encryption_key) == (
+        "InvalidSignatureException",
+        400,
+    )
+    unknown = platform.aws("kendra", key_id="TRLSAAAAAAAAAAAAAAAA", secret="x")
+    assert await asyncio.to_thread(error_of, unknown.list_indices) == (
+        "UnrecognizedClientException",
+        400,
+    )
+    assert await asyncio.to_thread(
+        error_of, fraud.put_kms_encryption_key, kmsEncryptionKeyArn="bogus-key"
+    ) == (
+        "ValidationException",
+        400,
+    )
+    sagemaker = platform.aws("sagemaker")
+    assert (await asyncio.to_thread(error_of, sagemaker.list_images))[
+        0
+    ] == "UnknownOperationException"
+
+
+async def test_access_keys_have_scopes_and_can_be_revoked(platform: Platform) -> None:
+    http = platform.http
+    created = (
+        await http.post(
+            "/v1/access-keys",
+            headers=platform.admin(),
+            json={"name": "reader", "scopes": ["fraud:read"]},
+        )
+    ).json()
+    key_id, secret = created["access_key_id"], created["secret_access_key"]
+    reader = platform.aws("frauddetector", key_id=key_id, secret=secret)
+    await asyncio.to_thread(reader.get_kms_encryption_key)
+    with pytest.raises(botocore.exceptions.ClientError) as denied:
+        await asyncio.to_thread(reader.put_kms_encryption_key, kmsEncryptionKeyArn=ARN)
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    listed = (await http.get("/v1/access-keys", headers=platform.admin())).text
+    assert key_id in listed and secret not in listed
+    await http.delete(f"/v1/access-keys/{key_id}", headers=platform.admin())
+    with pytest.raises(botocore.exceptions.ClientError) as revoked:
+        await asyncio.to_thread(reader.get_kms_encryption_key)
+    assert revoked.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+async def test_secrets_never_reach_the_logs(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = (
+        await platform.http.post(
+            "/v1/keys", headers=platform.admin(), json={"name": "k", "scopes": ["admin"]}
+        )
+    ).json()
+    await platform.http.get("/v1/whoami", headers={"Authorization": f"Bearer {created['api_key']}"})
+    await asyncio.to_thread(platform.aws("frauddetector").get_kms_encryption_key)
+    text = caplog.text
+    assert caplog.records, "the gateway logs requests"
+    for secret in (platform.creds.api_key, platform.creds.secret_access_key, created["api_key"]):
+        assert secret not in text
+
+
+async def test_correlation_id_is_echoed_and_metrics_are_served(platform: Platform) -> None:
+    response = await platform.http.get(
+        "/v1/whoami", headers={**platform.admin(), "X-Correlation-Id": "trace-123"}
+    )
+    assert response.headers["x-correlation-id"] == "trace-123"
+    metrics = await platform.http.get("/metrics", headers=platform.admin())
+    assert (
+        'trellis_http_requests_total{method="GET",route="/v1/whoami",status="200"}' in metrics.text
+    )
+    assert (await platform.http.get("/metrics")).status_code == 401
+    assert (await platform.http.get("/openapi.json")).json()["info"]["title"] == "Trellis"
