@@ -1,0 +1,155 @@
+"""The whole platform as `make run` starts it: every service a process, supervised, behind the gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+import httpx
+import pytest
+
+from contracts.subjects import BACKEND_SERVICES
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Stack:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "TRELLIS_DATA_DIR": str(data_dir), "TRELLIS_GATEWAY_PORT": str(port)}
+        for name in ("TRELLIS_NATS_URL", "TRELLIS_ADMIN_API_KEY", "TRELLIS_API_KEY"):
+            env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trellis.cli", "up", "--nats-port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out waiting for {what}; output:\n" + "\n".join(self.lines)
+                )
+            time.sleep(0.1)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        creds: dict[str, str] = json.loads(
+            (self.data_dir / "gateway" / "credentials.json").read_text()
+        )
+        return creds
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path / "var", free_port())
+    try:
+        running.wait_for(lambda: running.said("Trellis is ready"), 120, "the stack to be ready")
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.send_signal(signal.SIGINT)
+            try:
+                running.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+
+
+def test_make_run_stack_end_to_end(stack: Stack) -> None:
+    http = httpx.Client(base_url=stack.url, timeout=10)
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    assert {name: s["ready"] for name, s in ready.json()["services"].items()} == {
+        n: 1 for n in BACKEND_SERVICES
+    }
+
+    creds = stack.credentials
+    assert (stack.data_dir / "gateway" / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert creds["api_key"] in "\n".join(stack.lines)  # printed once for the person who ran it
+    admin = {"Authorization": f"Bearer {creds['api_key']}"}
+    assert http.get("/v1/services").status_code == 401
+    limited = http.post(
+        "/v1/keys", headers=admin, json={"name": "ro", "scopes": ["fraud:read"]}
+    ).json()["api_key"]
+    assert (
+        http.get("/v1/services", headers={"Authorization": f"Bearer {limited}"}).status_code == 403
+    )
+
+    aws = {
+        "endpoint_url": stack.url,
+        "region_name": "eu-west-1",
+        "aws_access_key_id": creds["access_key_id"],
+        "aws_secret_access_key": creds["secret_access_key"],
+    }
+    assert (
+        boto3.client("frauddetector", **aws).get_kms_encryption_key()["kmsKey"][
+            "kmsEncryptionKeyArn"
+        ]
+        == "DEFAULT"
+    )
+    assert boto3.client("kendra", **aws).list_indices()["IndexConfigurationSummaryItems"] == []
+    with pytest.raises(botocore.exceptions.ClientError) as bad:
+        boto3.client("kendra", **{**aws, "aws_secret_access_key": "wrong"}).list_indices()
+    assert bad.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+    # kill -9 a service: the supervisor logs it and restarts it; readiness comes back.
+    services = http.get("/v1/services", headers=admin).json()["services"]
+    [fraud] = [s for s in services if s["name"] == "fraud"]
+    old_pid = fraud["instances"][0]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    stack.wait_for(
+        lambda: stack.said("fraud exited unexpectedly (code -9)"), 20, "the crash to be noticed"
+    )
+    stack.wait_for(lambda: stack.said("fraud restarted"), 20, "the restart")
+
+    def fraud_back() -> bool:
+        reply = http.post("/v1/services/fraud/ping", headers=admin)
+        return reply.status_code == 200
+
+    stack.wait_for(fraud_back, 30, "fraud to answer again")
+    pids = [
+        i["pid"]
+        for s in http.get("/v1/services", headers=admin).json()["services"]
+        if s["name"] == "fraud"
+        for i in s["instances"]
+    ]
+    assert (
+        old_pid not in pids or len(pids) > 1
+    )  # the dead replica may linger until its registry key expires
+
+    # Ctrl-C stops everything cleanly.
+    children = [i["pid"] for s in services for i in s["instances"]]
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=60) == 0
+    assert stack.said("stopped")
+    for pid in children:
+        if pid == old_pid:
+            continue
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

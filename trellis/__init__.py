@@ -1,0 +1,1 @@
+"""The `trellis` command: run the platform locally and talk to its gateway."""

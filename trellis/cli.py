@@ -1,0 +1,229 @@
+"""`trellis`: `up` runs the platform on this machine; `status` and `keys` talk to a gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from contracts.subjects import BACKEND_SERVICES
+from runtime.embedded_nats import EmbeddedNats
+from runtime.settings import SharedSettings
+from services.gateway.adapters.bootstrap import (
+    CREDENTIALS_FILE,
+    gateway_dir,
+    load_or_create_credentials,
+)
+from services.gateway.config import Settings as GatewaySettings
+from trellis.client import ClientError, GatewayClient
+from trellis.supervisor import ProcessSpec, Supervisor
+
+
+def say(text: str) -> None:
+    print(f"[trellis] {text}", flush=True)
+
+
+# -- up ------------------------------------------------------------------------------------
+
+
+def process_specs(nats_url: str, ops_base_port: int) -> list[ProcessSpec]:
+    specs = []
+    for i, name in enumerate(BACKEND_SERVICES):
+        env = {"TRELLIS_NATS_URL": nats_url}
+        if ops_base_port:
+            env[f"TRELLIS_{name.upper()}_OPS_PORT"] = str(ops_base_port + i)
+        specs.append(ProcessSpec(name, [sys.executable, "-m", f"services.{name}"], env))
+    specs.append(
+        ProcessSpec(
+            "gateway", [sys.executable, "-m", "services.gateway"], {"TRELLIS_NATS_URL": nats_url}
+        )
+    )
+    return specs
+
+
+async def wait_ready(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+    return False
+
+
+async def up(args: argparse.Namespace) -> int:
+    shared = SharedSettings()
+    data_dir = shared.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    nats: EmbeddedNats | None = None
+    if shared.nats_url:
+        nats_url = shared.nats_url
+        say(f"using NATS at {nats_url}")
+    else:
+        nats = EmbeddedNats(data_dir / "nats", port=args.nats_port)
+        nats_url = nats.start()
+        say(f"NATS with JetStream at {nats_url} (data: {data_dir / 'nats'})")
+    gateway = GatewaySettings()
+    url = f"http://{gateway.host}:{gateway.port}"
+    creds = load_or_create_credentials(data_dir)
+    supervisor = Supervisor(
+        process_specs(nats_url, args.ops_base_port), data_dir / "logs", on_event=say
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await supervisor.start()
+        say(f"started {', '.join(s.name for s in supervisor.specs)}; logs in {data_dir / 'logs'}")
+        waiter = asyncio.create_task(wait_ready(url, args.ready_timeout))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            stopper.cancel()
+            if waiter.result():
+                say(f"Trellis is ready at {url}  (API docs: {url}/docs)")
+            else:
+                say(f"not ready after {args.ready_timeout:.0f}s; see {url}/readyz and the logs")
+            say(
+                "bootstrap credentials (kept 0600 in "
+                + str(gateway_dir(data_dir) / CREDENTIALS_FILE)
+                + "):"
+            )
+            say(f"  REST:  Authorization: Bearer {creds.api_key}")
+            say(
+                f"  AWS:   aws_access_key_id={creds.access_key_id} aws_secret_access_key={creds.secret_access_key}"
+            )
+            say("press Ctrl-C to stop")
+            await stop.wait()
+        else:
+            waiter.cancel()
+        say("stopping...")
+        await supervisor.stop(order=["gateway", *reversed(BACKEND_SERVICES)])
+    finally:
+        if nats is not None:
+            nats.stop()
+    say("stopped")
+    return 0
+
+
+# -- client commands -------------------------------------------------------------------------
+
+
+def _print_table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def status(_: argparse.Namespace) -> int:
+    client = GatewayClient()
+    services: list[dict[str, Any]] = client.call("GET", "/v1/services")["services"]
+    _print_table(
+        [[s["name"], s["status"], f"{s['ready_replicas']}/{s['replicas']}"] for s in services],
+        ["SERVICE", "STATUS", "READY"],
+    )
+    return 0 if all(s["ready_replicas"] > 0 for s in services) else 1
+
+
+def keys(args: argparse.Namespace) -> int:
+    client = GatewayClient()
+    base = "/v1/access-keys" if args.aws else "/v1/keys"
+    if args.keys_command == "create":
+        created = client.call("POST", base, json={"name": args.name, "scopes": args.scope})
+        print(json.dumps(created, indent=2))
+        print("Store the secret now: it is not shown again.", file=sys.stderr)
+    elif args.keys_command == "list":
+        listed = client.call("GET", base)
+        rows = listed.get("keys", listed.get("access_keys", []))
+        _print_table(
+            [
+                [
+                    k["id"],
+                    k["name"],
+                    ",".join(k["scopes"]),
+                    k["created_at"],
+                    k.get("revoked_at") or "",
+                ]
+                for k in rows
+            ],
+            ["ID", "NAME", "SCOPES", "CREATED", "REVOKED"],
+        )
+    else:
+        revoked = client.call("DELETE", f"{base}/{args.key_id}")
+        print(f"revoked {revoked['id']} ({revoked['name']})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="trellis", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p_up = commands.add_parser(
+        "up", help="start NATS, every service and the gateway; supervise them"
+    )
+    p_up.add_argument(
+        "--nats-port",
+        type=int,
+        default=int(os.environ.get("TRELLIS_EMBEDDED_NATS_PORT", 4222)),
+        help="port of the embedded NATS (0: any free port); ignored with TRELLIS_NATS_URL",
+    )
+    p_up.add_argument(
+        "--ops-base-port",
+        type=int,
+        default=0,
+        help="serve each service's /metrics and /readyz on consecutive ports from here (0: off)",
+    )
+    p_up.add_argument("--ready-timeout", type=float, default=90.0)
+
+    commands.add_parser("status", help="every service and its ready replicas")
+
+    p_keys = commands.add_parser("keys", help="manage API keys (--aws: AWS access keys)")
+    keys_commands = p_keys.add_subparsers(dest="keys_command", required=True)
+    p_create = keys_commands.add_parser("create")
+    p_create.add_argument("--name", required=True)
+    p_create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help="admin, or <area>:read|write (repeat for several)",
+    )
+    p_create.add_argument(
+        "--aws", action="store_true", help="an AWS access-key pair for the SigV4 API"
+    )
+    p_list = keys_commands.add_parser("list")
+    p_list.add_argument("--aws", action="store_true")
+    p_revoke = keys_commands.add_parser("revoke")
+    p_revoke.add_argument("key_id")
+    p_revoke.add_argument("--aws", action="store_true")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return asyncio.run(up(args))
+        if args.command == "status":
+            return status(args)
+        return keys(args)
+    except ClientError as exc:
+        print(f"trellis: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

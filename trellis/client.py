@@ -1,0 +1,66 @@
+"""HTTP client of the CLI: finds the gateway and the key from settings or the data dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.gateway.adapters.bootstrap import CREDENTIALS_FILE, gateway_dir
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRELLIS_", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr | None = None
+    data_dir: Path = Path("var")
+
+
+class ClientError(Exception):
+    """The gateway answered with an error (or could not be reached); the message says which."""
+
+
+def resolve_api_key(settings: ClientSettings) -> str:
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        return settings.api_key.get_secret_value()
+    path = gateway_dir(settings.data_dir) / CREDENTIALS_FILE
+    try:
+        key: str = json.loads(path.read_text())["api_key"]
+    except (OSError, ValueError, KeyError):
+        raise ClientError(
+            f"no API key: set TRELLIS_API_KEY, or run where {path} exists (created by `trellis up`)"
+        ) from None
+    return key
+
+
+class GatewayClient:
+    def __init__(self, settings: ClientSettings | None = None, timeout_s: float = 30.0) -> None:
+        self.settings = settings or ClientSettings()
+        self._http = httpx.Client(
+            base_url=self.settings.gateway_url,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {resolve_api_key(self.settings)}"},
+        )
+
+    def call(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                f"cannot reach the gateway at {self.settings.gateway_url}: {exc}"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClientError(f"{response.status_code}: {detail}")
+        return response.json() if response.content else None
+
+    def close(self) -> None:
+        self._http.close()
