@@ -16,6 +16,8 @@ import pytest
 import uvicorn
 from botocore.config import Config
 
+from contracts import subjects
+from contracts.envelope import Envelope
 from runtime.bus import Bus
 from runtime.metrics import ServiceMetrics
 from runtime.service import Service
@@ -38,6 +40,8 @@ class Platform:
     url: str
     creds: BootstrapCredentials
     http: httpx.AsyncClient
+    services: dict[str, Service]
+    bus: Bus
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.creds.api_key}"}
@@ -77,11 +81,13 @@ async def platform(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
         await asyncio.sleep(0.02)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        yield Platform(url, load_or_create_credentials(data_dir, BootstrapSettings()), http)
+        creds = load_or_create_credentials(data_dir, BootstrapSettings())
+        yield Platform(url, creds, http, {s.name: s for s in services}, buses[0])
     server.should_exit = True
     await serving
     for service in services:
-        await service.stop()
+        if service.ready:
+            await service.stop()
     for b in buses:
         await b.close()
 
@@ -259,3 +265,33 @@ async def test_correlation_id_is_echoed_and_metrics_are_served(platform: Platfor
     )
     assert (await platform.http.get("/metrics")).status_code == 401
     assert (await platform.http.get("/openapi.json")).json()["info"]["title"] == "Trellis"
+
+
+async def test_correlation_id_travels_from_http_to_the_service(platform: Platform) -> None:
+    seen: list[str] = []
+
+    async def spy(msg: Any) -> None:  # a plain subscriber beside the real replica
+        seen.append(Envelope.model_validate_json(msg.data).correlation_id)
+
+    sub = await platform.bus.nc.subscribe(subjects.ping("fraud"), cb=spy)
+    await platform.bus.nc.flush()
+    try:
+        await platform.http.post(
+            "/v1/services/fraud/ping", headers={**platform.admin(), "X-Correlation-Id": "trace-xyz"}
+        )
+        await asyncio.sleep(0.1)
+    finally:
+        await sub.unsubscribe()
+    assert seen == ["trace-xyz"]
+
+
+async def test_aws_call_to_a_stopped_service_is_service_unavailable(platform: Platform) -> None:
+    await platform.services["fraud"].stop()
+    fraud = platform.aws("frauddetector")
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        await asyncio.to_thread(fraud.get_kms_encryption_key)
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ServiceUnavailableException"
+    assert (
+        error["ResponseMetadata"]["HTTPStatusCode"] == 503 and "fraud" in error["Error"]["Message"]
+    )

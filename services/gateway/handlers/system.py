@@ -40,7 +40,12 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: every service with its live replica count (no auth)",
 )
 async def readyz(request: Request) -> JSONResponse:
-    summaries = summarize(await _fleet(request).poll())
+    try:
+        summaries = summarize(await _fleet(request).poll())
+    except Exception as exc:  # the bus itself is down: not ready, and say why
+        return JSONResponse(
+            {"status": "not_ready", "error": f"bus unavailable: {exc}"}, status_code=503
+        )
     ready = platform_ready(summaries)
     body: dict[str, Any] = {
         "status": "ready" if ready else "not_ready",
