@@ -47,6 +47,7 @@ DEAD_LETTERS = StreamSpec(
     subjects=(subjects.DEAD_LETTERED,),
     description="Messages no consumer could process: original bytes, headers and the error.",
     max_age_s=30 * 24 * 3600,
+    max_bytes=1024**3,  # a flood of bad input must not fill the disk: the oldest go first
 )
 
 SERVICE_REGISTRY = BucketSpec(

@@ -118,6 +118,34 @@ def test_make_run_stack_end_to_end(stack: Stack) -> None:
         boto3.client("kendra", **{**aws, "aws_secret_access_key": "wrong"}).list_indices()
     assert bad.value.response["Error"]["Code"] == "InvalidSignatureException"
 
+    # The CLI's client commands, finding the key under the data dir as a user's shell would.
+    cli_env = {
+        **os.environ,
+        "TRELLIS_DATA_DIR": str(stack.data_dir),
+        "TRELLIS_GATEWAY_URL": stack.url,
+    }
+    cli_env.pop("TRELLIS_API_KEY", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trellis.cli", *args],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    status = cli("status")
+    assert status.returncode == 0 and all(name in status.stdout for name in BACKEND_SERVICES)
+    created = cli("keys", "create", "--name", "from-cli", "--scope", "indexer:read")
+    key = json.loads(created.stdout)
+    assert key["scopes"] == ["indexer:read"] and key["api_key"].startswith("trk_")
+    assert key["id"] in cli("keys", "list").stdout
+    assert cli("keys", "revoke", key["id"]).returncode == 0
+    denied = cli("keys", "create", "--name", "x", "--scope", "nonsense")
+    assert denied.returncode == 2 and "400" in denied.stderr
+
     # kill -9 a service: the supervisor logs it and restarts it; readiness comes back.
     services = http.get("/v1/services", headers=admin).json()["services"]
     [fraud] = [s for s in services if s["name"] == "fraud"]
