@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import fraud, index, subjects, system, topology
-from contracts.envelope import Envelope, Message
+from contracts.envelope import Message
 from contracts.errors import ErrorReply
 
 
@@ -88,6 +88,3 @@ def all_messages() -> dict[str, type[Message]]:
     found[system.ConsumerStatus.message_type] = system.ConsumerStatus
     found[index.IndexSummary.message_type] = index.IndexSummary
     return dict(sorted(found.items()))
-
-
-ENVELOPE = Envelope

@@ -9,7 +9,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -67,7 +67,6 @@ class Service:
         self._readiness: dict[str, ReadinessCheck] = {}
         self._handlers: list[tuple[str, type[Any], RequestHandler[Any]]] = []
         self._consumers: list[DurableConsumer[Any]] = []
-        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: KeyValue | None = None
         self._ops: OpsServer | None = None
@@ -87,9 +86,6 @@ class Service:
         """`check` raises when the service cannot do its work (a missing tool, a full disk)."""
         self._readiness[name] = check
 
-    def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._background.append(loop)
-
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -107,8 +103,6 @@ class Service:
             )
         for consumer in self._consumers:
             await consumer.start()
-        for loop in self._background:
-            self._tasks.append(asyncio.create_task(loop()))
         if self.settings.ops_port:
             self._ops = OpsServer(
                 {"/healthz": self._live, "/readyz": self._readyz, "/metrics": self._metrics},

@@ -48,4 +48,3 @@ class ServiceSettings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0, le=60)
     drain_timeout_s: float = Field(default=20.0, gt=0, le=600)
     request_concurrency: int = Field(default=64, ge=1, le=10_000)
-    max_payload_bytes: int = Field(default=1024 * 1024, ge=1024)
