@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from contracts import subjects
-from contracts.envelope import Envelope, Message, new_message_id, utc_now
+from contracts.envelope import EnvelopeMeta, Message, utc_now
 from contracts.errors import ErrorCode, ErrorReply
 from contracts.system import DeadLetter
 from runtime import codec
@@ -35,13 +36,19 @@ from runtime.metrics import ServiceMetrics
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
-RequestHandler = Callable[[M, Envelope], Awaitable[Message]]
-EventHandler = Callable[[M, Envelope], Awaitable[None]]
+RequestHandler = Callable[[M, EnvelopeMeta], Awaitable[Message]]
+EventHandler = Callable[[M, EnvelopeMeta], Awaitable[None]]
 
 log = logging.getLogger("trellis.bus")
+_subject_var: contextvars.ContextVar[str] = contextvars.ContextVar("subject", default="")
+
+
+def current_subject() -> str:
+    """The subject of the message being handled (for handlers of wildcard subscriptions)."""
+    return _subject_var.get()
+
 
 MSG_ID_HEADER = "Nats-Msg-Id"
-CORRELATION_HEADER = "Trellis-Correlation-Id"
 
 
 class Bus:
@@ -95,8 +102,9 @@ class Bus:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _correlation(self, correlation_id: str | None) -> str:
-        return correlation_id or correlation_id_var.get() or new_message_id()
+    def _correlation(self, correlation_id: str | None) -> str | None:
+        """The caller's id, else the one of the message being handled; None starts a new one."""
+        return correlation_id or correlation_id_var.get()
 
     async def publish(
         self, subject: str, message: Message, *, correlation_id: str | None = None
@@ -118,19 +126,18 @@ class Bus:
     ) -> int:
         """Publish to JetStream and wait for the stream's ack; returns the stream sequence.
 
-        `message_id` (default: a fresh one) is also the JetStream de-duplication id, so a
-        retried emit with the same id is stored once.
+        Give `message_id` when a retry may repeat the message (e.g. derived from a client
+        token): it is the envelope id and the JetStream de-duplication id, so the stream keeps
+        one copy. Without it, the message gets a fresh id and no de-duplication.
         """
-        mid = message_id or new_message_id()
         payload = codec.encode(
             message,
             source=self.source,
             correlation_id=self._correlation(correlation_id),
-            message_id=mid,
+            message_id=message_id,
         )
-        ack = await self.js.publish(
-            subject, payload, timeout=timeout_s, headers={MSG_ID_HEADER: mid}
-        )
+        headers = {MSG_ID_HEADER: message_id} if message_id else None
+        ack = await self.js.publish(subject, payload, timeout=timeout_s, headers=headers)
         return int(ack.seq)
 
     async def request(
@@ -260,11 +267,12 @@ class Bus:
     ) -> None:
         started = time.perf_counter()
         outcome = "ok"
-        correlation_id = new_message_id()
+        correlation_id: str | None = None
         reply: Message
         try:
             envelope, body = codec.decode(msg.data, request_type)
             correlation_id = envelope.correlation_id
+            _subject_var.set(msg.subject)  # each handler runs in its own task: no reset needed
             with correlation(correlation_id):
                 reply = await handler(body, envelope)
         except codec.DecodeError as exc:
@@ -293,9 +301,8 @@ class Bus:
             except Exception:
                 log.exception("could not send reply on %s", msg.subject)
         if self.metrics is not None:
-            self.metrics.requests.labels(self.service, msg.subject, outcome).inc()
-            self.metrics.request_seconds.labels(self.service, msg.subject).observe(
-                time.perf_counter() - started
+            self.metrics.observe_request(
+                self.service, msg.subject, outcome, time.perf_counter() - started
             )
 
     async def _handle_event(self, msg: Msg, event_type: type[M], handler: EventHandler[M]) -> None:

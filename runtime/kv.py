@@ -23,6 +23,7 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 class Versioned(Generic[T]):
     value: T
     revision: int
+    key: str = ""
 
 
 class _Record(BaseModel, Generic[T]):
@@ -62,7 +63,7 @@ class ResourceStore(Generic[T]):
             entry = await self.kv.get(self._check_key(key))
         except nats.js.errors.KeyNotFoundError:
             raise NotFound(f"{self.kind} {key!r} not found", kind=self.kind, id=key) from None
-        return Versioned(self._decode(entry.value).resource, int(entry.revision or 0))
+        return Versioned(self._decode(entry.value).resource, int(entry.revision or 0), key)
 
     async def create(self, key: str, value: T, *, client_token: str | None = None) -> Versioned[T]:
         """Store a new resource. Retrying with the same client token returns the stored one."""
@@ -73,9 +74,9 @@ class ResourceStore(Generic[T]):
             entry = await self.kv.get(stored_key)
             record = self._decode(entry.value)
             if client_token is not None and record.client_token == client_token:
-                return Versioned(record.resource, int(entry.revision or 0))
+                return Versioned(record.resource, int(entry.revision or 0), key)
             raise Conflict(f"{self.kind} {key!r} already exists", kind=self.kind, id=key) from None
-        return Versioned(value, int(revision))
+        return Versioned(value, int(revision), key)
 
     async def update(self, key: str, value: T, *, expected_revision: int) -> Versioned[T]:
         """Replace a resource only if it is still at `expected_revision`."""
@@ -89,12 +90,12 @@ class ResourceStore(Generic[T]):
         except nats.js.errors.KeyWrongLastSequenceError:
             latest = await self.get(key)
             raise self._conflict(key, expected_revision, latest.revision) from None
-        return Versioned(value, int(revision))
+        return Versioned(value, int(revision), key)
 
     async def put(self, key: str, value: T) -> Versioned[T]:
         """Unconditional write, for values with a single writer (settings, heartbeats)."""
         revision = await self.kv.put(self._check_key(key), self._encode(value, None))
-        return Versioned(value, int(revision))
+        return Versioned(value, int(revision), key)
 
     async def mutate(
         self, key: str, change: Callable[[T], T], *, attempts: int = 5
@@ -136,8 +137,9 @@ class ResourceStore(Generic[T]):
                 if entry is None:  # end of the initial values
                     break
                 if entry.operation is None and entry.value:
-                    found[entry.key] = Versioned(
-                        self._decode(entry.value).resource, int(entry.revision or 0)
+                    key = entry.key.removeprefix(self.prefix)
+                    found[key] = Versioned(
+                        self._decode(entry.value).resource, int(entry.revision or 0), key
                     )
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
@@ -27,6 +29,7 @@ class ServiceMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "trellis_requests",
@@ -74,6 +77,19 @@ class ServiceMetrics:
         self.in_flight = Gauge(
             "trellis_in_flight", "Requests and messages being handled now.", ["service"], registry=r
         )
+
+    def observe_request(self, service: str, subject: str, outcome: str, seconds: float) -> None:
+        # labels() costs a lock and a tuple per call; requests are the hot path, so keep children.
+        key = (service, subject, outcome)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(service, subject, outcome),
+                self.request_seconds.labels(service, subject),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,14 +9,14 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
 from typing import Any, TypeVar
 
 from nats.js.kv import KeyValue
 
 from contracts import subjects, topology
-from contracts.envelope import Envelope, Message, utc_now
+from contracts.envelope import EnvelopeMeta, Message, utc_now
 from contracts.system import HealthPoll, PingReply, PingRequest, ServiceHealth
 from contracts.topology import ConsumerSpec
 from runtime.bus import Bus, EventHandler, RequestHandler
@@ -67,6 +67,7 @@ class Service:
         self._readiness: dict[str, ReadinessCheck] = {}
         self._handlers: list[tuple[str, type[Any], RequestHandler[Any]]] = []
         self._consumers: list[DurableConsumer[Any]] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: KeyValue | None = None
         self._ops: OpsServer | None = None
@@ -86,6 +87,10 @@ class Service:
         """`check` raises when the service cannot do its work (a missing tool, a full disk)."""
         self._readiness[name] = check
 
+    def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `loop` while the service runs; it is cancelled on stop."""
+        self._background.append(loop)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -103,6 +108,8 @@ class Service:
             )
         for consumer in self._consumers:
             await consumer.start()
+        for loop in self._background:
+            self._tasks.append(asyncio.create_task(loop()))
         if self.settings.ops_port:
             self._ops = OpsServer(
                 {"/healthz": self._live, "/readyz": self._readyz, "/metrics": self._metrics},
@@ -196,10 +203,10 @@ class Service:
                 log.warning("heartbeat failed", exc_info=True)
             await asyncio.sleep(self.settings.heartbeat_s)
 
-    async def _ping(self, _: PingRequest, __: Envelope) -> PingReply:
+    async def _ping(self, _: PingRequest, __: EnvelopeMeta) -> PingReply:
         return PingReply(service=self.name, instance_id=self.instance_id, version=self.version)
 
-    async def _health_poll(self, _: HealthPoll, __: Envelope) -> ServiceHealth:
+    async def _health_poll(self, _: HealthPoll, __: EnvelopeMeta) -> ServiceHealth:
         return await self.health()
 
     async def _live(self) -> tuple[int, str, bytes]:

@@ -57,3 +57,15 @@ def test_error_replies_decode_as_errors() -> None:
     )
     reply = codec.decode_reply(raw, Sample)
     assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.NOT_FOUND
+
+
+def test_hand_built_envelope_escapes_awkward_strings() -> None:
+    awkward = 'svc "quoted" \\ back\u00e9\n'
+    raw = codec.encode(Sample(amount=2), source=awkward, correlation_id=awkward)
+    envelope = Envelope.model_validate_json(raw)
+    assert envelope.source == awkward and envelope.correlation_id == awkward
+
+
+def test_a_new_conversation_uses_the_message_id_as_correlation_id() -> None:
+    envelope = Envelope.model_validate_json(codec.encode(Sample(amount=2), source="s"))
+    assert envelope.correlation_id == envelope.id and len(envelope.id) == 32
