@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.envelope import Envelope
+from contracts.envelope import EnvelopeMeta
 from contracts.fraud import GetKmsEncryptionKeyRequest, KmsEncryptionKey, PutKmsEncryptionKeyCommand
 from runtime.errors import NotFound
 from runtime.kv import ResourceStore
@@ -20,13 +20,13 @@ class FraudHandlers:
             return AccountSettings()
 
     async def get_kms_encryption_key(
-        self, _: GetKmsEncryptionKeyRequest, __: Envelope
+        self, _: GetKmsEncryptionKeyRequest, __: EnvelopeMeta
     ) -> KmsEncryptionKey:
         settings = await self._settings()
         return KmsEncryptionKey(kms_encryption_key_arn=settings.kms_encryption_key_arn)
 
     async def put_kms_encryption_key(
-        self, command: PutKmsEncryptionKeyCommand, _: Envelope
+        self, command: PutKmsEncryptionKeyCommand, _: EnvelopeMeta
     ) -> KmsEncryptionKey:
         updated = (await self._settings()).model_copy(
             update={"kms_encryption_key_arn": command.kms_encryption_key_arn}

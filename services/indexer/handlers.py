@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.envelope import Envelope
+from contracts.envelope import EnvelopeMeta
 from contracts.index import IndexSummary, ListIndexesReply, ListIndexesRequest
 from runtime.kv import ResourceStore
 from services.indexer.domain.indexes import Index, page_after
@@ -12,7 +12,7 @@ class IndexerHandlers:
     def __init__(self, indexes: ResourceStore[Index]) -> None:
         self.indexes = indexes
 
-    async def list_indexes(self, request: ListIndexesRequest, _: Envelope) -> ListIndexesReply:
+    async def list_indexes(self, request: ListIndexesRequest, _: EnvelopeMeta) -> ListIndexesReply:
         stored = [v.value for v in await self.indexes.list()]
         page, token = page_after(stored, request.max_results, request.next_token)
         return ListIndexesReply(

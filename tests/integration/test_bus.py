@@ -9,7 +9,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from contracts import subjects, topology
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, EnvelopeMeta
 from contracts.errors import ErrorCode
 from contracts.system import DeadLetter
 from runtime import codec
@@ -25,7 +25,7 @@ from runtime.logs import correlation
 from tests.integration.messages import Echo, Echoed
 
 
-async def echo(request: Echo, envelope: Envelope) -> Echoed:
+async def echo(request: Echo, envelope: EnvelopeMeta) -> Echoed:
     if request.text == "missing":
         raise NotFound("no such thing", id="missing")
     if request.text == "boom":
@@ -119,7 +119,7 @@ async def test_queue_group_splits_requests_and_gather_reaches_everyone(
         for replica in replicas:
 
             async def handler(
-                request: Echo, envelope: Envelope, name: str = replica.source
+                request: Echo, envelope: EnvelopeMeta, name: str = replica.source
             ) -> Echoed:
                 seen.append(name)
                 return Echoed(text=name, correlation_id=envelope.correlation_id)
@@ -163,7 +163,7 @@ async def test_validation_failures_raised_by_handlers_reach_the_caller(
 ) -> None:
     subject = f"test.v1.validate_{unique}"
 
-    async def strict(request: Echo, _: Envelope) -> Echoed:
+    async def strict(request: Echo, _: EnvelopeMeta) -> Echoed:
         raise ValidationFailed("text must be shouted", field="text")
 
     await bus.serve(subject, Echo, strict)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from nats.js.api import DeliverPolicy
 
 from contracts import subjects, topology
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, EnvelopeMeta
 from contracts.system import DeadLetter
 from contracts.topology import ConsumerSpec, StreamSpec
 from runtime import codec
@@ -56,10 +56,10 @@ async def _dead_letters_for(bus: Bus, stream: str) -> list[DeadLetter]:
 
 def recorder(
     fail_times: int = 0,
-) -> tuple[list[tuple[str, int]], Callable[[OrderPlaced, Envelope], Awaitable[None]]]:
+) -> tuple[list[tuple[str, int]], Callable[[OrderPlaced, EnvelopeMeta], Awaitable[None]]]:
     calls: list[tuple[str, int]] = []
 
-    async def handle(order: OrderPlaced, _: Envelope) -> None:
+    async def handle(order: OrderPlaced, _: EnvelopeMeta) -> None:
         calls.append((order.order_id, len(calls)))
         if (
             order.order_id.startswith("poison")
@@ -139,7 +139,7 @@ async def test_message_in_flight_when_a_consumer_crashes_is_redelivered(
     subject, spec = await _setup(doomed, unique, ack_wait_s=1.0)
     started = asyncio.Event()
 
-    async def hang(order: OrderPlaced, _: Envelope) -> None:
+    async def hang(order: OrderPlaced, _: EnvelopeMeta) -> None:
         started.set()
         await asyncio.Event().wait()  # never finishes: the process "dies" mid-message
 
@@ -153,7 +153,7 @@ async def test_message_in_flight_when_a_consumer_crashes_is_redelivered(
 
     got: list[tuple[str, int]] = []
 
-    async def record(order: OrderPlaced, _: Envelope) -> None:
+    async def record(order: OrderPlaced, _: EnvelopeMeta) -> None:
         got.append((order.order_id, 0))
 
     replacement = DurableConsumer(survivor, spec, OrderPlaced, record)
