@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import fraud, index, subjects, system, topology
+from contracts import fraud, index, inference, subjects, system, topology
 from contracts.envelope import Message
 from contracts.errors import ErrorReply
 
@@ -60,6 +60,42 @@ OPERATIONS: tuple[OperationDoc, ...] = (
         "Set the KMS key.",
     ),
     OperationDoc(
+        subjects.INFERENCE_REGISTER_MODEL,
+        inference.RegisterModelCommand,
+        inference.ModelStatus,
+        "Register a model version whose artifacts are in the model store (and load it).",
+    ),
+    OperationDoc(
+        subjects.INFERENCE_LOAD_MODEL,
+        inference.LoadModelCommand,
+        inference.ModelStatus,
+        "Serve a model: the latest version, or pin one.",
+    ),
+    OperationDoc(
+        subjects.INFERENCE_UNLOAD_MODEL,
+        inference.UnloadModelCommand,
+        inference.ModelStatus,
+        "Stop serving a model and free its memory.",
+    ),
+    OperationDoc(
+        subjects.INFERENCE_LIST_MODELS,
+        inference.ListModelsRequest,
+        inference.ModelList,
+        "Every registered model and its state on the answering replica.",
+    ),
+    OperationDoc(
+        subjects.INFERENCE_GET_MODEL,
+        inference.ModelRef,
+        inference.ModelStatus,
+        "One model's state.",
+    ),
+    OperationDoc(
+        subjects.INFERENCE_INFER_TEMPLATE,
+        inference.InferRequest,
+        inference.InferReply,
+        "Run a model: tensors, texts (embedding, classification) or rows (tabular scoring).",
+    ),
+    OperationDoc(
         subjects.INDEX_LIST_INDEXES,
         index.ListIndexesRequest,
         index.ListIndexesReply,
@@ -87,4 +123,5 @@ def all_messages() -> dict[str, type[Message]]:
         found[ev.message.message_type] = ev.message
     found[system.ConsumerStatus.message_type] = system.ConsumerStatus
     found[index.IndexSummary.message_type] = index.IndexSummary
+    found[inference.ModelStatus.message_type] = inference.ModelStatus
     return dict(sorted(found.items()))

@@ -60,6 +60,10 @@ def render_asyncapi() -> str:
             "address": op.subject,
             "messages": {"request": _message_ref(op.request.message_type)},
         }
+        if "{model}" in op.subject:
+            key = key.replace("{model}", "model")
+            channels[key] = channels.pop(op.subject.replace(".", "_"))
+            channels[key]["parameters"] = {"model": {"description": "The model's name."}}
         reply_key = f"{key}_reply"
         channels[reply_key] = {
             "address": None,

@@ -64,6 +64,27 @@ DEAD_LETTERED = event(SYSTEM_DOMAIN, "message", "dead_lettered")
 FRAUD_GET_KMS_ENCRYPTION_KEY = operation("fraud", "get_kms_encryption_key")
 FRAUD_PUT_KMS_ENCRYPTION_KEY = operation("fraud", "put_kms_encryption_key")
 INDEX_LIST_INDEXES = operation("index", "list_indexes")
+INFERENCE_REGISTER_MODEL = operation("inference", "register_model")
+INFERENCE_LOAD_MODEL = operation("inference", "load_model")
+INFERENCE_UNLOAD_MODEL = operation("inference", "unload_model")
+INFERENCE_LIST_MODELS = operation("inference", "list_models")
+INFERENCE_GET_MODEL = operation("inference", "get_model")
+
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# One subscription serves every model: `inference.v1.<model>.infer`.
+INFERENCE_INFER_ANY = f"inference.{VERSION}.*.infer"
+INFERENCE_INFER_TEMPLATE = f"inference.{VERSION}.{{model}}.infer"  # for documents (AsyncAPI)
+
+
+def model_infer(model: str) -> str:
+    """Subject of inference on one model: `inference.v1.all-minilm-l6-v2.infer`."""
+    if not _MODEL_NAME.match(model):
+        raise ValueError(f"invalid model name {model!r}: use [a-z0-9][a-z0-9_-]{{0,62}}")
+    return f"inference.{VERSION}.{model}.infer"
+
+
+def model_of_infer_subject(subject: str) -> str:
+    return subject.split(".")[2]
 
 
 def queue_group(service: str) -> str:

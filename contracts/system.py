@@ -58,6 +58,10 @@ class ServiceHealth(Message):
     handled: int = 0
     failed: int = 0
     consumers: list[ConsumerStatus] = Field(default_factory=list)
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Service-specific state (e.g. loaded models and providers).",
+    )
 
 
 class DeadLetter(Message):

@@ -71,6 +71,13 @@ INDEX_INDEXES = BucketSpec(
     history=5,
 )
 
+INFERENCE_MODELS = BucketSpec(
+    name="inference_models",
+    description="Model versions (config.<name>.<version>) and what to serve (policy.<name>).",
+    history=5,
+)
+INFERENCE_ARTIFACTS = "inference_artifacts"  # object store: <name>/<version>/<file>
+
 STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS,)
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,

@@ -67,6 +67,7 @@ class Service:
         self._readiness: dict[str, ReadinessCheck] = {}
         self._handlers: list[tuple[str, type[Any], RequestHandler[Any]]] = []
         self._consumers: list[DurableConsumer[Any]] = []
+        self._details: Callable[[], dict[str, Any]] = dict
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: KeyValue | None = None
@@ -86,6 +87,10 @@ class Service:
     def readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """`check` raises when the service cannot do its work (a missing tool, a full disk)."""
         self._readiness[name] = check
+
+    def describe(self, details: Callable[[], dict[str, Any]]) -> None:
+        """Add service-specific state to this replica's health reports."""
+        self._details = details
 
     def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `loop` while the service runs; it is cancelled on stop."""
@@ -189,6 +194,7 @@ class Service:
             handled=self.bus.handled,
             failed=self.bus.failed,
             consumers=consumers,
+            details=self._details(),
         )
 
     async def _heartbeat(self) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
+from contracts import topology
 from runtime.bus import Bus
 from runtime.embedded_nats import EmbeddedNats
 from runtime.metrics import ServiceMetrics
@@ -29,6 +32,16 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     await ensure_platform(connected.js)
     yield connected
     await connected.close()
+
+
+async def forget_models(bus: Bus) -> None:
+    """Inference tests share one NATS: drop the model registry so the next service starts empty."""
+    for delete in (
+        bus.js.delete_key_value(topology.INFERENCE_MODELS.name),
+        bus.js.delete_object_store(topology.INFERENCE_ARTIFACTS),
+    ):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await delete
 
 
 @pytest.fixture
