@@ -26,7 +26,7 @@ from services.gateway.auth import AuthError
 from services.gateway.aws import fraud_detector, kendra
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
-from services.gateway.handlers import aws, keys, system
+from services.gateway.handlers import aws, keys, models, system
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
 
@@ -54,7 +54,11 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.state.metrics = metrics
     app.state.aws_operations = aws_operations()
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        uploads={("POST", "/v1/models"): settings.max_upload_bytes},
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.exception_handler(AuthError)
@@ -89,6 +93,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(system.router)
     app.include_router(keys.router)
     app.include_router(aws.router)
+    app.include_router(models.router)
     return app
 
 

@@ -13,6 +13,9 @@ class Settings(ServiceSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_upload_bytes: int = Field(
+        default=1024**3, ge=1024, description="Limit for model uploads (POST /v1/models)."
+    )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Larger bodies get 413."
     )

@@ -25,19 +25,26 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: at once from Content-Length, or while streaming."""
+    """413 for bodies over the limit: at once from Content-Length, or while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `uploads` raises the limit for named (method, path) pairs, such as model uploads.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, uploads: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get((scope["method"], scope["path"]), self.max_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_413(send, self.max_bytes)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _send_413(send, limit)
                 return
         received = 0
 
@@ -46,8 +53,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)
