@@ -146,6 +146,17 @@ def test_make_run_stack_end_to_end(stack: Stack) -> None:
     denied = cli("keys", "create", "--name", "x", "--scope", "nonsense")
     assert denied.returncode == 2 and "400" in denied.stderr
 
+    # The default embedding model is built on first start and served through the gateway.
+    def minilm_ready() -> bool:
+        model = http.get("/v1/models/all-minilm-l6-v2", headers=admin)
+        return model.status_code == 200 and model.json()["state"] == "READY"
+
+    stack.wait_for(minilm_ready, 120, "the default embedding model")
+    embedded = http.post(
+        "/v1/models/all-minilm-l6-v2/infer", headers=admin, json={"texts": ["hello", "world"]}
+    )
+    assert embedded.status_code == 200 and len(embedded.json()["embeddings"][0]) == 384
+
     # kill -9 a service: the supervisor logs it and restarts it; readiness comes back.
     services = http.get("/v1/services", headers=admin).json()["services"]
     [fraud] = [s for s in services if s["name"] == "fraud"]
