@@ -38,8 +38,22 @@ def _ping_operations() -> list[OperationDoc]:
     ]
 
 
+def _fraud_operations() -> list[OperationDoc]:
+    seen: dict[str, OperationDoc] = {}
+    for op in fraud.AFD_OPERATIONS:
+        if op.bus_operation not in seen:
+            seen[op.bus_operation] = OperationDoc(
+                subjects.fraud_operation(op.bus_operation),
+                op.request,
+                fraud.FraudResult,
+                f"Fraud Detector {op.name} (AFD's request and response shapes).",
+            )
+    return list(seen.values())
+
+
 OPERATIONS: tuple[OperationDoc, ...] = (
     *_ping_operations(),
+    *_fraud_operations(),
     OperationDoc(
         subjects.HEALTH_POLL,
         system.HealthPoll,
@@ -104,6 +118,30 @@ OPERATIONS: tuple[OperationDoc, ...] = (
 )
 
 EVENTS: tuple[EventDoc, ...] = (
+    EventDoc(
+        subjects.FRAUD_EVENT_SENT,
+        fraud.EventSent,
+        topology.FRAUD_EVENTS.name,
+        "An event was stored.",
+    ),
+    EventDoc(
+        subjects.FRAUD_EVENT_LABEL_UPDATED,
+        fraud.EventLabelUpdated,
+        topology.FRAUD_EVENTS.name,
+        "A stored event was relabelled.",
+    ),
+    EventDoc(
+        subjects.FRAUD_EVENT_DELETED,
+        fraud.EventDeleted,
+        topology.FRAUD_EVENTS.name,
+        "An event was deleted.",
+    ),
+    EventDoc(
+        subjects.FRAUD_EVENTS_PURGED,
+        fraud.EventsPurged,
+        topology.FRAUD_EVENTS.name,
+        "Every stored event of an event type was deleted.",
+    ),
     EventDoc(
         subjects.DEAD_LETTERED,
         system.DeadLetter,

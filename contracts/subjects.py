@@ -60,6 +60,19 @@ HEALTH_POLL = operation(SYSTEM_DOMAIN, "health")
 # Messages that could not be processed, with the original bytes and the error.
 DEAD_LETTERED = event(SYSTEM_DOMAIN, "message", "dead_lettered")
 
+# Facts about stored fraud events (the FRAUD_EVENTS stream).
+FRAUD_EVENT_SENT = event("fraud", "event", "sent")
+FRAUD_EVENT_LABEL_UPDATED = event("fraud", "event", "label_updated")
+FRAUD_EVENT_DELETED = event("fraud", "event", "deleted")
+FRAUD_EVENTS_PURGED = event("fraud", "event", "purged")
+FRAUD_EVENTS_ALL = "fraud.v1.event.*"
+
+
+def fraud_operation(name: str) -> str:
+    """`fraud.v1.<operation>` for an AFD operation in snake case (`get_event_prediction`)."""
+    return operation("fraud", name)
+
+
 # Operations implemented so far.
 FRAUD_GET_KMS_ENCRYPTION_KEY = operation("fraud", "get_kms_encryption_key")
 FRAUD_PUT_KMS_ENCRYPTION_KEY = operation("fraud", "put_kms_encryption_key")

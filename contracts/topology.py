@@ -50,6 +50,13 @@ DEAD_LETTERS = StreamSpec(
     max_bytes=1024**3,  # a flood of bad input must not fill the disk: the oldest go first
 )
 
+FRAUD_EVENTS = StreamSpec(
+    name="FRAUD_EVENTS",
+    subjects=(subjects.FRAUD_EVENTS_ALL,),
+    description="Stored fraud events: sent, relabelled, deleted. Each fraud replica's Parquet store "
+    "is a view of this log.",
+)
+
 SERVICE_REGISTRY = BucketSpec(
     name="trellis_services",
     description="One key per live service replica, refreshed by its heartbeat; expires when it dies.",
@@ -78,7 +85,14 @@ INFERENCE_MODELS = BucketSpec(
 )
 INFERENCE_ARTIFACTS = "inference_artifacts"  # object store: <name>/<version>/<file>
 
-STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS,)
+FRAUD_RESOURCES = BucketSpec(
+    name="fraud_resources",
+    description="Fraud Detector resources: <kind>.<id> (variables, event types, models, detectors...).",
+    history=5,
+)
+FRAUD_ARTIFACTS = "fraud_artifacts"  # object store: model versions' boosters, ONNX, metrics, charts
+
+STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS)
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,
     GATEWAY_API_KEYS,

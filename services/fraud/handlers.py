@@ -1,12 +1,30 @@
-"""Thin handlers of the fraud service: decode, call the domain and stores, reply."""
+"""Thin handlers of the fraud service: decode, call the operation, reply with AFD's output shape."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from contracts.envelope import EnvelopeMeta
-from contracts.fraud import GetKmsEncryptionKeyRequest, KmsEncryptionKey, PutKmsEncryptionKeyCommand
+from contracts.fraud import (
+    FraudResult,
+    GetKmsEncryptionKeyRequest,
+    KmsEncryptionKey,
+    PutKmsEncryptionKeyCommand,
+)
+from runtime.bus import RequestHandler
 from runtime.errors import NotFound
 from runtime.kv import ResourceStore
 from services.fraud.domain.account import ACCOUNT_KEY, AccountSettings
+
+M = TypeVar("M")
+
+
+def afd_handler(operation: Callable[[M], Awaitable[dict[str, Any]]]) -> RequestHandler[Any]:
+    async def handle(request: M, _: EnvelopeMeta) -> FraudResult:
+        return FraudResult(output=await operation(request))
+
+    return handle
 
 
 class FraudHandlers:

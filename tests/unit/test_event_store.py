@@ -1,0 +1,107 @@
+"""The Parquet event store: overwrites, labels, deletes, flush, restart and compaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contracts.fraud import EventDeleted, EventLabelUpdated, EventSent
+from services.fraud.adapters.event_store import EventStore
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def sent(event_id: str, minutes: int, label: str | None = None, **variables: str) -> EventSent:
+    return EventSent(
+        event_type="reg",
+        event_id=event_id,
+        event_timestamp=T0 + timedelta(minutes=minutes),
+        entity_type="customer",
+        entity_id=f"c-{event_id}",
+        variables=variables,
+        label=label,
+    )
+
+
+def test_same_id_and_timestamp_overwrites_including_new_variables(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    store.apply_sent(1, sent("e1", 0, "legit", ip="1.1.1.1"))
+    store.apply_sent(2, sent("e1", 0, "fraud", ip="2.2.2.2", email="a@b.c"))
+    store.apply_sent(3, sent("e1", 5, ip="3.3.3.3"))  # same id, other time: a second event
+    events = store.events("reg")
+    assert events.height == 2
+    first = events.row(0, named=True)
+    assert (
+        first["ip"] == "2.2.2.2" and first["email"] == "a@b.c" and first["EVENT_LABEL"] == "fraud"
+    )
+
+
+def test_labels_and_deletes_follow_the_log_order(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    store.apply_sent(1, sent("e1", 0, ip="1"))
+    store.apply_label(
+        2, EventLabelUpdated(event_type="reg", event_id="e1", label="fraud", label_timestamp=T0)
+    )
+    assert store.get("reg", "e1")["EVENT_LABEL"] == "fraud"  # type: ignore[index]
+    store.apply_deleted(3, EventDeleted(event_type="reg", event_id="e1"))
+    assert store.get("reg", "e1") is None
+    store.apply_sent(4, sent("e1", 0, ip="again"))  # sent again after the delete
+    assert store.get("reg", "e1")["ip"] == "again"  # type: ignore[index]
+
+
+def test_flush_restart_and_compaction_keep_the_same_view(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    for i in range(10):
+        store.apply_sent(i + 1, sent(f"e{i}", i, "legit" if i % 2 else "fraud", amount=str(i)))
+    store.flush()
+    store.apply_label(
+        11, EventLabelUpdated(event_type="reg", event_id="e0", label="legit", label_timestamp=T0)
+    )
+    store.apply_deleted(12, EventDeleted(event_type="reg", event_id="e9"))
+    store.flush()
+    before = store.events("reg")
+    reopened = EventStore(tmp_path)
+    assert reopened.flushed_seq == 12
+    assert reopened.events("reg").equals(before)
+    reopened.compact("reg")
+    assert len(list((tmp_path / "reg").glob("part-*.parquet"))) == 1
+    assert reopened.events("reg").equals(before)
+    assert before.height == 9 and reopened.get("reg", "e0")["EVENT_LABEL"] == "legit"  # type: ignore[index]
+    stats = reopened.statistics("reg")
+    assert stats["numberOfEvents"] == 9 and stats["leastRecentEvent"] == "2024-01-01T00:00:00Z"
+
+
+def test_purge_drops_everything_of_the_type(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    store.apply_sent(1, sent("e1", 0, ip="1"))
+    store.flush()
+    store.apply_purged(2, "reg")
+    assert store.events("reg").height == 0 and not store.has_events("reg")
+
+
+def test_reads_during_flushes_and_compactions_never_miss_an_event(tmp_path: Path) -> None:
+    import threading
+
+    store = EventStore(tmp_path)
+    stop = threading.Event()
+
+    def churn() -> None:
+        seq = 100
+        while not stop.is_set():
+            seq += 1
+            store.apply_sent(seq, sent(f"x{seq}", 0, ip="1"))
+            store.flush()
+            if seq % 5 == 0:
+                store.compact("reg")
+
+    for i in range(20):
+        store.apply_sent(i + 1, sent(f"e{i}", i, ip="1"))
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(60):
+            ids = set(store.events("reg")["EVENT_ID"].to_list())
+            assert {f"e{i}" for i in range(20)} <= ids
+    finally:
+        stop.set()
+        worker.join()
