@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats.js.errors
 import pytest
+import uvicorn
 
 from contracts import topology
 from runtime.bus import Bus
 from runtime.embedded_nats import EmbeddedNats
 from runtime.metrics import ServiceMetrics
+from runtime.settings import SharedSettings
 from runtime.topology import ensure_platform
 
 
@@ -42,6 +46,29 @@ async def forget_models(bus: Bus) -> None:
     ):
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await delete
+
+
+@contextlib.asynccontextmanager
+async def serving_gateway(bus: Bus, shared: SharedSettings, **settings: Any) -> AsyncIterator[str]:
+    """The real gateway app under uvicorn on a free port, in this event loop; yields its URL."""
+    from services.gateway.app import build
+    from services.gateway.config import BootstrapSettings
+    from services.gateway.config import Settings as GatewaySettings
+
+    bus.metrics = bus.metrics or ServiceMetrics("gateway")
+    port = free_port()
+    app = await build(bus, GatewaySettings(port=port, **settings), shared, BootstrapSettings())
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -168,6 +169,30 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def fraud(args: argparse.Namespace) -> int:
+    client = GatewayClient()
+    if args.operation == "chart":
+        if len(args.params) != 3:
+            raise ClientError(
+                "usage: trellis fraud chart MODEL_ID VERSION roc|score_distribution|importance"
+            )
+        model_id, version, name = args.params
+        data = client.raw(
+            "GET", f"/v1/fraud/models/{model_id}/versions/{version}/charts/{name}.svg"
+        )
+        out = Path(args.out or f"{model_id}-{version}-{name}.svg")
+        out.write_bytes(data)
+        print(f"wrote {out}")
+        return 0
+    body: Any = {}
+    if args.json:
+        body = json.loads(args.json)
+    elif args.file:
+        body = json.loads(Path(args.file).read_text())
+    print(json.dumps(client.call("POST", f"/v1/fraud/{args.operation}", json=body), indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trellis", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -209,6 +234,18 @@ def parser() -> argparse.ArgumentParser:
     p_revoke = keys_commands.add_parser("revoke")
     p_revoke.add_argument("key_id")
     p_revoke.add_argument("--aws", action="store_true")
+
+    p_fraud = commands.add_parser(
+        "fraud",
+        help="a Fraud Detector operation (AFD's names and JSON), or `chart MODEL VERSION NAME`",
+    )
+    p_fraud.add_argument(
+        "operation", help="e.g. GetVariables, SendEvent, GetEventPrediction, chart"
+    )
+    p_fraud.add_argument("params", nargs="*", help="chart: MODEL_ID VERSION NAME")
+    p_fraud.add_argument("--json", help="the request body as JSON")
+    p_fraud.add_argument("--file", help="a file holding the request body")
+    p_fraud.add_argument("--out", help="chart: where to write the SVG")
     return root
 
 
@@ -219,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(up(args))
         if args.command == "status":
             return status(args)
+        if args.command == "fraud":
+            return fraud(args)
         return keys(args)
     except ClientError as exc:
         print(f"trellis: {exc}", file=sys.stderr)

@@ -47,7 +47,7 @@ class GatewayClient:
             headers={"Authorization": f"Bearer {resolve_api_key(self.settings)}"},
         )
 
-    def call(self, method: str, path: str, json: Any = None) -> Any:
+    def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
         try:
             response = self._http.request(method, path, json=json)
         except httpx.HTTPError as exc:
@@ -58,9 +58,16 @@ class GatewayClient:
             try:
                 detail = response.json().get("detail", response.text)
             except ValueError:
-                detail = response.text
+                detail = response.text[:500]
             raise ClientError(f"{response.status_code}: {detail}")
+        return response
+
+    def call(self, method: str, path: str, json: Any = None) -> Any:
+        response = self._request(method, path, json)
         return response.json() if response.content else None
+
+    def raw(self, method: str, path: str) -> bytes:
+        return self._request(method, path).content
 
     def close(self) -> None:
         self._http.close()

@@ -26,7 +26,7 @@ from services.gateway.auth import AuthError
 from services.gateway.aws import fraud_detector, kendra
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
-from services.gateway.handlers import aws, keys, models, system
+from services.gateway.handlers import aws, fraud, keys, models, system
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
 
@@ -94,6 +94,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(keys.router)
     app.include_router(aws.router)
     app.include_router(models.router)
+    app.include_router(fraud.router)
     return app
 
 

@@ -143,6 +143,7 @@ def test_make_run_stack_end_to_end(stack: Stack) -> None:
     assert key["scopes"] == ["indexer:read"] and key["api_key"].startswith("trk_")
     assert key["id"] in cli("keys", "list").stdout
     assert cli("keys", "revoke", key["id"]).returncode == 0
+    assert json.loads(cli("fraud", "GetVariables").stdout) == {"variables": []}
     denied = cli("keys", "create", "--name", "x", "--scope", "nonsense")
     assert denied.returncode == 2 and "400" in denied.stderr
 

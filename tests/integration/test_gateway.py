@@ -13,24 +13,20 @@ import boto3
 import botocore.exceptions
 import httpx
 import pytest
-import uvicorn
 from botocore.config import Config
 
 from contracts import subjects
 from contracts.envelope import Envelope
 from runtime.bus import Bus
-from runtime.metrics import ServiceMetrics
 from runtime.service import Service
 from runtime.settings import SharedSettings
 from services.fraud.app import build as build_fraud
 from services.fraud.config import Settings as FraudSettings
 from services.gateway.adapters.bootstrap import BootstrapCredentials, load_or_create_credentials
-from services.gateway.app import build as build_gateway
 from services.gateway.config import BootstrapSettings
-from services.gateway.config import Settings as GatewaySettings
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
-from tests.conftest import free_port
+from tests.conftest import serving_gateway
 
 ARN = "arn:aws:kms:us-east-1:123456789012:key/12345678-1234-1234-1234-123456789012"
 
@@ -67,24 +63,12 @@ async def platform(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
     ]
     for service in services:
         await service.start()
-    buses[2].metrics = ServiceMetrics("gateway")
-    port = free_port()
-    settings = GatewaySettings(
-        port=port, max_body_bytes=64 * 1024, health_poll_s=0.3, request_timeout_s=2
+    gateway = serving_gateway(
+        buses[2], shared, max_body_bytes=64 * 1024, health_poll_s=0.3, request_timeout_s=2
     )
-    app = await build_gateway(buses[2], settings, shared, BootstrapSettings())
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with gateway as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         creds = load_or_create_credentials(data_dir, BootstrapSettings())
         yield Platform(url, creds, http, {s.name: s for s in services}, buses[0])
-    server.should_exit = True
-    await serving
     for service in services:
         if service.ready:
             await service.stop()

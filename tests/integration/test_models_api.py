@@ -15,21 +15,17 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as httpclient
-import uvicorn
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 from runtime.bus import Bus
-from runtime.metrics import ServiceMetrics
 from runtime.service import Service
 from runtime.settings import SharedSettings
 from services.gateway.adapters.bootstrap import load_or_create_credentials
-from services.gateway.app import build as build_gateway
 from services.gateway.config import BootstrapSettings
-from services.gateway.config import Settings as GatewaySettings
 from services.inference.app import build as build_inference
 from services.inference.config import Settings as InferenceSettings
-from tests.conftest import forget_models, free_port
+from tests.conftest import forget_models, serving_gateway
 
 T = TypeVar("T")
 W = np.array([[1.0, -1.0], [0.5, 2.0], [0.0, 1.0], [-2.0, 0.25]], dtype=np.float32)
@@ -143,25 +139,13 @@ async def stack(nats_url: str, data_dir: Path) -> AsyncIterator[Stack]:
         shared,
     )
     await inference.start()
-    buses[1].metrics = ServiceMetrics("gateway")
-    port = free_port()
-    app = await build_gateway(
-        buses[1], GatewaySettings(port=port, request_timeout_s=10), shared, BootstrapSettings()
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.02)
-    host = f"127.0.0.1:{port}"
     admin_key = load_or_create_credentials(data_dir, BootstrapSettings()).api_key
-    triton = Triton(host, admin_key)
-    async with httpx.AsyncClient(base_url=f"http://{host}", timeout=20) as http:
-        yield Stack(http, triton, host, admin_key, inference)
-    await triton.close()
-    server.should_exit = True
-    await serving
+    async with serving_gateway(buses[1], shared, request_timeout_s=10) as url:
+        host = url.removeprefix("http://")
+        triton = Triton(host, admin_key)
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            yield Stack(http, triton, host, admin_key, inference)
+        await triton.close()
     if inference.ready:
         await inference.stop()
     await forget_models(buses[0])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import Message
 from runtime.bus import Bus
-from runtime.errors import TrellisError
+from runtime.errors import TrellisError, ValidationFailed
 from services.gateway.aws import errors
 from services.gateway.domain.keys import Access, Principal, allows, required_scope
 
@@ -92,15 +92,28 @@ class AwsOperations:
 M = TypeVar("M", bound=BaseModel)
 
 
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_url=False)
+    )
+
+
 def parse(model: type[M], data: dict[str, Any]) -> M:
     """Build a contract message from AWS input, turning pydantic errors into ValidationException."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
         raise errors.validation(
-            f"{len(exc.errors())} validation error(s) detected: {problems}"
+            f"{len(exc.errors())} validation error(s) detected: {_problems(exc)}"
+        ) from None
+
+
+def parse_model(model: type[M], data: dict[str, Any]) -> M:
+    """The same for REST: a 400 problem naming each wrong field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            f"{len(exc.errors())} validation error(s): {_problems(exc)}"
         ) from None

@@ -1,0 +1,76 @@
+"""REST for the fraud service: every AFD operation at /v1/fraud/{Operation}, and model charts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import nats.js.errors
+from fastapi import APIRouter, Body, Depends, Request, Response
+
+from contracts import subjects, topology
+from contracts.fraud import AFD_OPERATIONS, FraudResult
+from runtime.errors import NotFound, ValidationFailed
+from services.gateway.auth import require
+from services.gateway.aws.dispatcher import parse_model
+from services.gateway.domain.keys import Access, Principal
+
+router = APIRouter(prefix="/v1/fraud", tags=["fraud"])
+OPERATIONS = {op.name: op for op in AFD_OPERATIONS}
+CHARTS = {"roc": "roc", "score_distribution": "score_distribution", "importance": "importance"}
+ReadFraud = Annotated[Principal, Depends(require("fraud", Access.READ))]
+WriteFraud = Annotated[Principal, Depends(require("fraud", Access.WRITE))]
+_READS = ("Get", "List", "Describe")
+
+
+@router.post(
+    "/{operation}", summary="Any Fraud Detector operation, with AFD's request and response shapes"
+)
+async def call(
+    operation: str, request: Request, _: ReadFraud, body: Annotated[dict[str, Any], Body()]
+) -> Any:
+    spec = OPERATIONS.get(operation)
+    if spec is None:
+        raise NotFound(f"unknown operation {operation!r}; one of {sorted(OPERATIONS)}")
+    if not operation.startswith(_READS) or operation == "GetEventPrediction":
+        await require("fraud", Access.WRITE)(request)
+    fixed = dict(spec.fixed)
+    if set(body) & set(fixed):
+        raise ValidationFailed(f"unknown parameters {sorted(set(body) & set(fixed))}")
+    message = parse_model(spec.request, {**body, **fixed})
+    result: FraudResult = await request.app.state.bus.request(
+        subjects.fraud_operation(spec.bus_operation),
+        message,
+        FraudResult,
+        timeout_s=request.app.state.settings.request_timeout_s,
+        service="fraud",
+    )
+    return result.output
+
+
+@router.get(
+    "/models/{model_id}/versions/{version}/charts/{chart}.{extension}",
+    summary="A model version's chart: roc, score_distribution or importance, as svg or png",
+)
+async def chart(
+    model_id: str, version: str, chart: str, extension: str, request: Request, _: ReadFraud
+) -> Response:
+    if chart not in CHARTS or extension not in ("svg", "png"):
+        raise NotFound(f"unknown chart {chart}.{extension}; charts: {sorted(CHARTS)} as svg or png")
+    if not model_id.replace("_", "").isalnum() or not version.replace(".", "").isdigit():
+        raise ValidationFailed("invalid model id or version")
+    state = request.app.state
+    store = getattr(state, "fraud_artifacts", None)
+    if store is None:
+        try:
+            store = await state.bus.js.object_store(topology.FRAUD_ARTIFACTS)
+        except nats.js.errors.BucketNotFoundError:
+            raise NotFound("no fraud model has been trained yet") from None
+        state.fraud_artifacts = store
+    try:
+        result = await store.get(f"{model_id}/{version}/{chart}.{extension}")
+    except nats.js.errors.ObjectNotFoundError:
+        raise NotFound(f"no {chart} chart for model {model_id!r} version {version}") from None
+    media = "image/svg+xml" if extension == "svg" else "image/png"
+    return Response(
+        bytes(result.data or b""), media_type=media, headers={"Cache-Control": "max-age=300"}
+    )
