@@ -401,6 +401,10 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
         and roc.headers["content-type"] == "image/svg+xml"
         and b"<svg" in roc.content
     )
+    rate = await afd.rest(
+        "GET", "/v1/fraud/models/registration_model/versions/1.0/charts/fraud_rate.png"
+    )
+    assert rate.status_code == 200 and rate.content.startswith(b"\x89PNG")
     described = await afd.rest(
         "POST", "/v1/fraud/DescribeModelVersions", json={"modelId": "registration_model"}
     )

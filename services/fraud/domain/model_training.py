@@ -50,7 +50,7 @@ def run_training(
     """Everything between stored events and a trained, measured, exportable model version."""
     from services.fraud.adapters import charts
     from services.fraud.adapters.onnx_export import booster_to_onnx
-    from services.fraud.domain.diagnostics import diagnose
+    from services.fraud.domain.diagnostics import diagnose, weekly_rates
     from services.fraud.domain.metrics import model_metrics
     from services.fraud.domain.validation import label_events, validate_training_data
 
@@ -127,10 +127,23 @@ def run_training(
         "pipeline.json": json.dumps(pipeline.to_dict()).encode(),
         "calibration.json": json.dumps(trained.calibration.to_dict()).encode(),
         "metrics.json": json.dumps(metrics.to_dict(), default=float).encode(),
-        "roc.svg": charts.roc_svg(metrics),
-        "score_distribution.svg": charts.score_distribution_svg(metrics),
-        "importance.svg": charts.importance_svg(metrics),
     }
+    rates = weekly_rates(
+        y,
+        timestamps,
+        label_column=events["EVENT_LABEL"].to_numpy() if "EVENT_LABEL" in events.columns else None,
+        label_timestamps=events["EVENT_TIMESTAMP"].to_numpy()
+        if "EVENT_LABEL" in events.columns
+        else None,
+    )
+    extension: Literal["svg", "png"]
+    for extension in ("svg", "png"):
+        artifacts[f"roc.{extension}"] = charts.roc_svg(metrics, format=extension)
+        artifacts[f"score_distribution.{extension}"] = charts.score_distribution_svg(
+            metrics, format=extension
+        )
+        artifacts[f"importance.{extension}"] = charts.importance_svg(metrics, format=extension)
+        artifacts[f"fraud_rate.{extension}"] = charts.fraud_rate_svg(rates, format=extension)
     return TrainingOutcome(
         artifacts=artifacts,
         training_result=training_result,

@@ -16,7 +16,7 @@ from services.gateway.domain.keys import Access, Principal
 
 router = APIRouter(prefix="/v1/fraud", tags=["fraud"])
 OPERATIONS = {op.name: op for op in AFD_OPERATIONS}
-CHARTS = {"roc": "roc", "score_distribution": "score_distribution", "importance": "importance"}
+CHARTS = ("roc", "score_distribution", "importance", "fraud_rate")
 ReadFraud = Annotated[Principal, Depends(require("fraud", Access.READ))]
 WriteFraud = Annotated[Principal, Depends(require("fraud", Access.WRITE))]
 _READS = ("Get", "List", "Describe")
@@ -49,7 +49,7 @@ async def call(
 
 @router.get(
     "/models/{model_id}/versions/{version}/charts/{chart}.{extension}",
-    summary="A model version's chart: roc, score_distribution or importance, as svg or png",
+    summary="A model version's chart: roc, score_distribution, importance or fraud_rate, as svg or png",
 )
 async def chart(
     model_id: str, version: str, chart: str, extension: str, request: Request, _: ReadFraud
