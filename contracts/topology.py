@@ -91,6 +91,8 @@ FRAUD_RESOURCES = BucketSpec(
     history=5,
 )
 FRAUD_ARTIFACTS = "fraud_artifacts"  # object store: model versions' boosters, ONNX, metrics, charts
+FRAUD_UPLOADS = "fraud_uploads"  # object store: event files uploaded through the gateway
+UPLOADS_LOCATION = "s3://trellis-uploads/"  # how AFD requests name an uploaded object
 
 STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS)
 BUCKETS: tuple[BucketSpec, ...] = (

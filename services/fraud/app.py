@@ -77,6 +77,9 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
 
     view = StreamView(bus, topology.FRAUD_EVENTS, subjects.FRAUD_EVENTS_ALL, apply)
     stores = Stores(kv)
+    uploads = await open_object_store(
+        bus.js, topology.FRAUD_UPLOADS, "Event files uploaded through the gateway", replicas
+    )
     ops = FraudOperations(
         bus,
         stores,
@@ -85,6 +88,8 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         region=settings.region,
         account_id=settings.account_id,
         import_roots=import_roots,
+        uploads=uploads,
+        upload_cache=data / "uploads",
     )
     artifacts = Artifacts(
         await open_object_store(

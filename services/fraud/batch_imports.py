@@ -31,7 +31,7 @@ class BatchImports:
 
     async def create_batch_import_job(self, request: CreateBatchImportJob) -> Output:
         event_type = await self.ops.event_type(request.event_type_name)
-        source = self.ops.local_path(request.input_path)
+        self.ops.check_location(request.input_path)
         output = self._output_dir(request.output_path)
         record = BatchImportRecord(
             job_id=request.job_id,
@@ -44,7 +44,7 @@ class BatchImports:
             start_time=utc_now(),
         )
         await self.jobs.create(request.job_id, record)
-        task = asyncio.create_task(self._run(request.job_id, source, output))
+        task = asyncio.create_task(self._run(request.job_id, request.input_path, output))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return {}
@@ -60,9 +60,10 @@ class BatchImports:
             raise ValidationFailed(f"outputPath {location!r} is outside the import directories")
         return path
 
-    async def _run(self, job_id: str, source: Path, output: Path) -> None:
+    async def _run(self, job_id: str, location: str, output: Path) -> None:
         record = (await self.jobs.get(job_id)).value
         try:
+            source = await self.ops.readable_path(location)
             event_type = await self.ops.event_type(record.event_type_name)
             types = {
                 name: (await self.ops.stores.variables.get(name)).value.data_type

@@ -148,7 +148,7 @@ class Models:
         if request.training_data_source == "EXTERNAL_EVENTS":
             if request.external_events_detail is None:
                 raise ValidationFailed("externalEventsDetail is required for EXTERNAL_EVENTS")
-            self.ops.local_path(request.external_events_detail.data_location)
+            self.ops.check_location(request.external_events_detail.data_location)
         elif request.ingested_events_detail is None:
             raise ValidationFailed("ingestedEventsDetail is required for INGESTED_EVENTS")
         version = next_model_version([v.version for v in await self._versions(model.model_id)])
@@ -285,7 +285,7 @@ class Models:
             )
         else:
             location = (record.external_events_detail or {})["dataLocation"]
-            events = await asyncio.to_thread(_read_external, self.ops.local_path(location))
+            events = await asyncio.to_thread(_read_external, await self.ops.readable_path(location))
         keep = [c for c in events.columns if c in names or c.isupper()]
         return (
             events.select(keep),

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import nats.js.errors
+from nats.js.object_store import ObjectStore
 
 from contracts import subjects
 from contracts.envelope import utc_now
@@ -34,6 +38,7 @@ from contracts.fraud import (
     VariableEntry,
     parse_afd_timestamp,
 )
+from contracts.topology import UPLOADS_LOCATION
 from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
@@ -110,6 +115,8 @@ class FraudOperations:
         region: str,
         account_id: str,
         import_roots: Sequence[Path],
+        uploads: ObjectStore | None = None,
+        upload_cache: Path | None = None,
     ) -> None:
         self.bus = bus
         self.stores = stores
@@ -118,6 +125,8 @@ class FraudOperations:
         self.region = region
         self.account_id = account_id
         self.import_roots = [p.resolve() for p in import_roots]
+        self.uploads = uploads
+        self.upload_cache = upload_cache or Path("var/fraud/uploads")
 
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:frauddetector:{self.region}:{self.account_id}:{kind}/{name}"
@@ -571,11 +580,37 @@ class FraudOperations:
 
     # -- paths --------------------------------------------------------------------------------
 
+    def check_location(self, location: str) -> None:
+        """Refuse a location before a job starts: a file:// path inside the roots, or an upload."""
+        if location.startswith(UPLOADS_LOCATION):
+            _upload_name(location)
+        else:
+            self.local_path(location)
+
+    async def readable_path(self, location: str) -> Path:
+        """A local file for `location`; uploads are fetched from the object store first."""
+        if not location.startswith(UPLOADS_LOCATION):
+            return self.local_path(location)
+        if self.uploads is None:
+            raise ValidationFailed("uploads are not configured on this fraud replica")
+        name = _upload_name(location)
+        try:
+            result = await self.uploads.get(name)
+        except nats.js.errors.ObjectNotFoundError:
+            raise ValidationFailed(
+                f"no uploaded object {name!r}; PUT it to /v1/fraud/uploads/{name}"
+            ) from None
+        cache = self.upload_cache / name
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(cache.write_bytes, bytes(result.data or b""))
+        return cache
+
     def local_path(self, location: str) -> Path:
         """A `file://` path, only inside the configured import roots (no traversal, no links out)."""
         if not location.startswith("file://"):
             raise ValidationFailed(
-                f"unsupported location {location!r}: use file:///path on the fraud server"
+                f"unsupported location {location!r}: use file:///path on the fraud server or "
+                f"{UPLOADS_LOCATION}<name> for a file uploaded through the gateway"
             )
         path = Path(location.removeprefix("file://")).resolve()
         if not any(path == root or root in path.parents for root in self.import_roots):
@@ -585,6 +620,13 @@ class FraudOperations:
         if not path.is_file():
             raise ValidationFailed(f"{location!r} is not a readable file")
         return path
+
+
+def _upload_name(location: str) -> str:
+    name = location.removeprefix(UPLOADS_LOCATION)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
+        raise ValidationFailed(f"invalid upload name in {location!r}")
+    return name
 
 
 _META = {

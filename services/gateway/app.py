@@ -57,7 +57,10 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        uploads={("POST", "/v1/models"): settings.max_upload_bytes},
+        uploads={
+            ("POST", "/v1/models"): settings.max_upload_bytes,
+            ("PUT", "/v1/fraud/uploads/"): settings.max_upload_bytes,
+        },
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 

@@ -27,7 +27,8 @@ class BodyTooLarge(Exception):
 class BodyLimitMiddleware:
     """413 for bodies over the limit: at once from Content-Length, or while streaming.
 
-    `uploads` raises the limit for named (method, path) pairs, such as model uploads.
+    `uploads` raises the limit for named (method, path) pairs, such as model uploads; a path
+    ending in "/" names every path below it.
     """
 
     def __init__(
@@ -37,11 +38,19 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.uploads = uploads or {}
 
+    def _limit(self, method: str, path: str) -> int:
+        for (upload_method, upload_path), limit in self.uploads.items():
+            if method == upload_method and (
+                path == upload_path or (upload_path.endswith("/") and path.startswith(upload_path))
+            ):
+                return limit
+        return self.max_bytes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.uploads.get((scope["method"], scope["path"]), self.max_bytes)
+        limit = self._limit(scope["method"], scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _send_413(send, limit)

@@ -246,11 +246,17 @@ async def test_batch_import_reports_bad_rows_and_keeps_good_ones(afd: Afd) -> No
     afd.imports.mkdir(parents=True, exist_ok=True)
     lines = source.read_text().splitlines()
     broken = [*lines[:1], lines[1].replace("2022-12-24T15:53:30Z", "not-a-time", 1), *lines[2:]]
-    (afd.imports / "transactions.csv").write_text("\n".join(broken) + "\n")
+    uploaded = await afd.rest(
+        "PUT", "/v1/fraud/uploads/transactions.csv", content="\n".join(broken) + "\n"
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["location"] == "s3://trellis-uploads/transactions.csv"
+    sneaky = await afd.rest("PUT", "/v1/fraud/uploads/.hidden", content="x")
+    assert sneaky.status_code == 400
     await afd(
         "create_batch_import_job",
         jobId="import-1",
-        inputPath=f"file://{afd.imports}/transactions.csv",
+        inputPath="s3://trellis-uploads/transactions.csv",
         outputPath=f"file://{afd.imports}",
         eventTypeName="transaction",
         iamRoleArn="arn:aws:iam::000000000000:role/none",

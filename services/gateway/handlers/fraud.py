@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import nats.js.errors
@@ -20,6 +21,33 @@ CHARTS = ("roc", "score_distribution", "importance", "fraud_rate")
 ReadFraud = Annotated[Principal, Depends(require("fraud", Access.READ))]
 WriteFraud = Annotated[Principal, Depends(require("fraud", Access.WRITE))]
 _READS = ("Get", "List", "Describe")
+
+
+@router.put(
+    "/uploads/{name}", summary="Upload an event file; use the returned location as inputPath"
+)
+async def upload(name: str, request: Request, _: WriteFraud) -> dict[str, Any]:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", name):
+        raise ValidationFailed("upload names are 1-200 characters: letters, digits, '.', '_', '-'")
+    data = await request.body()
+    if not data:
+        raise ValidationFailed("the upload is empty")
+    store = await _object_store(request, topology.FRAUD_UPLOADS, create=True)
+    await store.put(name, data)
+    return {"location": f"{topology.UPLOADS_LOCATION}{name}", "size": len(data)}
+
+
+async def _object_store(request: Request, bucket: str, *, create: bool = False) -> Any:
+    cache: dict[str, Any] = request.app.state.__dict__.setdefault("fraud_stores", {})
+    if bucket not in cache:
+        js = request.app.state.bus.js
+        try:
+            cache[bucket] = await js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            if not create:
+                raise NotFound("no fraud model has been trained yet") from None
+            cache[bucket] = await js.create_object_store(bucket)
+    return cache[bucket]
 
 
 @router.post(
@@ -58,14 +86,7 @@ async def chart(
         raise NotFound(f"unknown chart {chart}.{extension}; charts: {sorted(CHARTS)} as svg or png")
     if not model_id.replace("_", "").isalnum() or not version.replace(".", "").isdigit():
         raise ValidationFailed("invalid model id or version")
-    state = request.app.state
-    store = getattr(state, "fraud_artifacts", None)
-    if store is None:
-        try:
-            store = await state.bus.js.object_store(topology.FRAUD_ARTIFACTS)
-        except nats.js.errors.BucketNotFoundError:
-            raise NotFound("no fraud model has been trained yet") from None
-        state.fraud_artifacts = store
+    store = await _object_store(request, topology.FRAUD_ARTIFACTS)
     try:
         result = await store.get(f"{model_id}/{version}/{chart}.{extension}")
     except nats.js.errors.ObjectNotFoundError:
