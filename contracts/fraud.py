@@ -360,6 +360,17 @@ class GetEventPrediction(AfdMessage):
     external_model_endpoint_data_blobs: dict[str, Any] | None = None
 
 
+class BacktestDetectorVersion(AfdMessage):
+    """Trellis's addition: evaluate a detector version over stored events before activating it."""
+
+    message_type: ClassVar[str] = "fraud.v1.backtest_detector_version"
+    detector_id: str
+    detector_version_id: str = Field(pattern=r"^[1-9][0-9]*$")
+    start_time: str
+    end_time: str
+    max_events: int = Field(default=100_000, ge=1, le=1_000_000)
+
+
 class FraudResult(Message):
     """The reply of every fraud operation: AFD's output shape, with AFD's JSON names."""
 
@@ -503,4 +514,5 @@ AFD_OPERATIONS: tuple[AfdOperation, ...] = (
     ),
     AfdOperation("DeleteDetectorVersion", "delete_detector_version", DetectorVersionRef),
     AfdOperation("GetEventPrediction", "get_event_prediction", GetEventPrediction),
+    AfdOperation("BacktestDetectorVersion", "backtest_detector_version", BacktestDetectorVersion),
 )

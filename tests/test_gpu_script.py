@@ -58,7 +58,9 @@ def test_gpu_script_cpu_mode_writes_its_results(tmp_path: Path) -> None:
             "results",
             "best",
             "gpu_memory_mib",
+            "optimized_op_counts",
         } <= set(model)
+        assert model["optimized_op_counts"]["Softmax"] == model["config"]["layers"]
         assert model["errors"] == []
         assert model["providers"] == ["CPUExecutionProvider"]
         assert [r["batch"] for r in model["results"]] == [1, 4]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from datetime import datetime
 from typing import Any, Protocol
+
+import polars as pl
 
 from contracts.envelope import utc_now
 from contracts.fraud import (
+    BacktestDetectorVersion,
     CreateDetectorVersion,
     CreateRule,
     DeleteRule,
@@ -15,6 +19,7 @@ from contracts.fraud import (
     GetEventPrediction,
     GetRules,
     PutDetector,
+    parse_afd_timestamp,
 )
 from runtime.errors import NotFound, ValidationFailed
 from services.fraud.domain.resources import (
@@ -36,6 +41,10 @@ class ModelScorer(Protocol):
     async def score(
         self, model_id: str, model_type: str, version: str, event: dict[str, Any]
     ) -> tuple[float, list[dict[str, Any]]]: ...
+
+    async def score_frame(
+        self, model_id: str, version: str, events: pl.DataFrame
+    ) -> list[float]: ...
 
 
 class Detectors:
@@ -309,17 +318,27 @@ class Detectors:
             typed[name] = score
             model_scores.append({"modelVersion": model, "scores": {name: score}})
             explanations.append({"modelVersion": model, "variableImpacts": explanation})
-        lists = await self.ops.list_elements()
-        matched = []
+        matched = await self._matched_rules(version, typed, await self.ops.list_elements())
+        if event_type.event_ingestion == "ENABLED":
+            # AFD stores the events it scores; so does Trellis (TFI histories learn from them).
+            await self.ops.store_event(
+                event_type.name, request.event_id, request.event_timestamp, entity, raw, wait=False
+            )
+        return {
+            "modelScores": model_scores,
+            "ruleResults": matched,
+            "externalModelOutputs": [],
+            "explanations": explanations,
+        }
+
+    async def _matched_rules(
+        self, version: DetectorVersionRecord, typed: dict[str, object], lists: dict[str, list[str]]
+    ) -> list[dict[str, Any]]:
+        matched: list[dict[str, Any]] = []
         for ref in version.rules:
-            rule = (
-                await self.stores.rules.get(
-                    f"{ref['detectorId']}.{ref['ruleId']}.{ref['ruleVersion']}"
-                )
-            ).value
-            compiled = _compiled(rule.expression)
+            rule = await self._rule(ref)
             try:
-                hit = compiled.evaluate(typed, lists)
+                hit = _compiled(rule.expression).evaluate(typed, lists)
             except ValueError as exc:
                 raise ValidationFailed(
                     f"rule {rule.rule_id!r} could not be evaluated: {exc}"
@@ -328,11 +347,77 @@ class Detectors:
                 matched.append({"ruleId": rule.rule_id, "outcomes": rule.outcomes})
                 if version.rule_execution_mode == "FIRST_MATCHED":
                     break
+        return matched
+
+    async def _rule(self, ref: dict[str, str]) -> RuleRecord:
+        key = f"{ref['detectorId']}.{ref['ruleId']}.{ref['ruleVersion']}"
+        return (await self.stores.rules.get(key)).value
+
+    # -- backtesting ---------------------------------------------------------------------------
+
+    async def backtest_detector_version(self, request: BacktestDetectorVersion) -> Output:
+        """Run a version (a DRAFT one, typically) over stored events: outcomes and fraud capture."""
+        detector = await self._detector(request.detector_id)
+        version = (
+            await self.stores.detector_versions.get(
+                f"{request.detector_id}.{request.detector_version_id}"
+            )
+        ).value
+        events = await asyncio.to_thread(
+            self.ops.events.events,
+            detector.event_type_name,
+            start=_when(request.start_time, "startTime"),
+            end=_when(request.end_time, "endTime"),
+        )
+        events = events.tail(request.max_events)
+        if events.is_empty():
+            raise ValidationFailed("no stored events in that time range")
+        names = [c for c in events.columns if c not in _RESERVED]
+        types = {n: (await self.stores.variables.get(n)).value for n in names}
+        scores: dict[str, list[float]] = {}
+        for model in version.model_versions:
+            scores[model_score_variable(model["modelId"])] = await self.scorer.score_frame(
+                model["modelId"], model["modelVersionNumber"], events
+            )
+        lists = await self.ops.list_elements()
+        outcomes: dict[str, dict[str, int]] = {}
+        rule_hits: dict[str, int] = {}
+        for i, row in enumerate(events.iter_rows(named=True)):
+            typed: dict[str, object] = {
+                n: _typed(
+                    row[n] if row[n] is not None else types[n].default_value, types[n].data_type
+                )
+                for n in names
+            }
+            typed.update({name: values[i] for name, values in scores.items()})
+            matched = await self._matched_rules(version, typed, lists)
+            label = row["EVENT_LABEL"] or "(unlabelled)"
+            for hit in matched:
+                rule_hits[hit["ruleId"]] = rule_hits.get(hit["ruleId"], 0) + 1
+            for outcome in {o for hit in matched for o in hit["outcomes"]} or {"(no rule matched)"}:
+                by_label = outcomes.setdefault(outcome, {})
+                by_label[label] = by_label.get(label, 0) + 1
+        labels_total: dict[str, int] = {}
+        for label in events["EVENT_LABEL"].fill_null("(unlabelled)").to_list():
+            labels_total[label] = labels_total.get(label, 0) + 1
         return {
-            "modelScores": model_scores,
-            "ruleResults": matched,
-            "externalModelOutputs": [],
-            "explanations": explanations,
+            "detectorId": request.detector_id,
+            "detectorVersionId": version.version,
+            "status": version.status,
+            "eventsEvaluated": events.height,
+            "labels": labels_total,
+            "ruleMatches": rule_hits,
+            "outcomes": [
+                {
+                    "outcome": outcome,
+                    "events": sum(by_label.values()),
+                    "labels": by_label,
+                    "captureRate": {
+                        label: round(n / labels_total[label], 4) for label, n in by_label.items()
+                    },
+                }
+                for outcome, by_label in sorted(outcomes.items())
+            ],
         }
 
     async def _variables(
@@ -350,6 +435,21 @@ class Detectors:
 
 
 _compiled = functools.lru_cache(maxsize=1024)(compile_rule)
+_RESERVED = {
+    "EVENT_ID",
+    "EVENT_TIMESTAMP",
+    "ENTITY_TYPE",
+    "ENTITY_ID",
+    "EVENT_LABEL",
+    "LABEL_TIMESTAMP",
+}
+
+
+def _when(value: str, field: str) -> datetime:
+    try:
+        return parse_afd_timestamp(value, field)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
 
 
 def _typed(value: str, data_type: str) -> object:

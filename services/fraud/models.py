@@ -505,6 +505,34 @@ class Models:
         for bundle in bundles:
             bundle.pipeline.observe(bundle.history, frame)
 
+    async def score_frame(
+        self, model_id: str, version_number: str, events: pl.DataFrame
+    ) -> list[float]:
+        """Scores of many stored events at once (backtests, batch predictions), in chunks."""
+        version = (await self.stores.model_versions.get(f"{model_id}.{version_number}")).value
+        if version.status != "ACTIVE" or not version.inference_model:
+            raise ValidationFailed(f"model {model_id} version {version_number} is not ACTIVE")
+        bundle = await self._bundle(version)
+        features = await asyncio.to_thread(bundle.pipeline.transform, events)
+        names = bundle.pipeline.feature_names
+        matrix = features.to_numpy()
+        scores: list[float] = []
+        for start in range(0, len(matrix), 1000):
+            rows = [
+                {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, row, strict=True)}
+                for row in matrix[start : start + 1000]
+            ]
+            reply = await self.ops.bus.request(
+                subjects.model_infer(version.inference_model),
+                InferRequest(rows=rows),
+                InferReply,
+                timeout_s=60,
+                service="inference",
+            )
+            probabilities = np.array(reply.scores or [], dtype=np.float64)
+            scores += [float(s) for s in np.round(bundle.score(probabilities), 1)]
+        return scores
+
     async def score(
         self, model_id: str, model_type: str, version_number: str, event: dict[str, Any]
     ) -> tuple[float, list[dict[str, Any]]]:

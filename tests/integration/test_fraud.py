@@ -378,6 +378,35 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
             ruleExecutionMode="FIRST_MATCHED",
         )
     )["detectorVersionId"]
+    # Before activating: backtest the DRAFT version over stored, labelled events.
+    rows = (SAMPLES / "registration_data_20K_minimum.csv").read_text().splitlines()[1:41]
+    for i, line in enumerate(rows):
+        ip, email, timestamp, label = line.split(",")
+        await afd(
+            "send_event",
+            eventId=f"stored-{i}",
+            eventTypeName="registration",
+            eventTimestamp=timestamp,
+            eventVariables={"ip_address": ip, "email_address": email},
+            entities=[{"entityType": "customer", "entityId": f"c-{i}"}],
+            assignedLabel=label,
+            labelTimestamp=timestamp,
+        )
+    backtest = await afd.rest(
+        "POST",
+        "/v1/fraud/BacktestDetectorVersion",
+        json={
+            "detectorId": "registration_detector",
+            "detectorVersionId": version_id,
+            "startTime": "2020-01-01T00:00:00Z",
+            "endTime": "2030-01-01T00:00:00Z",
+        },
+    )
+    assert backtest.status_code == 200, backtest.text
+    report = backtest.json()
+    assert report["eventsEvaluated"] == 40 and report["status"] == "DRAFT"
+    assert sum(o["events"] for o in report["outcomes"]) == 40
+    assert {o["outcome"] for o in report["outcomes"]} <= {"review", "approve"}
     await afd(
         "update_detector_version_status",
         detectorId="registration_detector",
@@ -416,5 +445,8 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
     )
     diagnostics = described.json()["modelVersionDetails"][0]["diagnostics"]
     assert all({"code", "severity", "message", "advice"} <= set(d) for d in diagnostics)
+    # The scored event is stored, as AFD stores the events it predicts on.
+    stored = (await afd("get_event", eventId="p-1", eventTypeName="registration"))["event"]
+    assert stored["eventVariables"]["ip_address"] == "46.41.252.160"
     in_use = await afd.error("update_model_version_status", **ref, status="INACTIVE")
     assert in_use[0] == "ValidationException" and "registration_detector" in in_use[2]
