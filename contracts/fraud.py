@@ -211,6 +211,17 @@ class CreateBatchImportJob(_Tagged):
     iam_role_arn: str
 
 
+class CreateBatchPredictionJob(_Tagged):
+    message_type: ClassVar[str] = "fraud.v1.create_batch_prediction_job"
+    job_id: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER)
+    input_path: str = Field(min_length=1, max_length=4096)
+    output_path: str = Field(min_length=1, max_length=4096)
+    event_type_name: str
+    detector_name: str
+    detector_version: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
+    iam_role_arn: str
+
+
 class GetBatchImportJobs(AfdMessage):
     message_type: ClassVar[str] = "fraud.v1.get_batch_import_jobs"
     job_id: str | None = None
@@ -493,6 +504,10 @@ AFD_OPERATIONS: tuple[AfdOperation, ...] = (
     AfdOperation("DeleteEventsByEventType", "delete_events_by_event_type", DeleteEventsByEventType),
     AfdOperation("CreateBatchImportJob", "create_batch_import_job", CreateBatchImportJob),
     AfdOperation("GetBatchImportJobs", "get_batch_import_jobs", GetBatchImportJobs),
+    AfdOperation(
+        "CreateBatchPredictionJob", "create_batch_prediction_job", CreateBatchPredictionJob
+    ),
+    AfdOperation("GetBatchPredictionJobs", "get_batch_prediction_jobs", GetBatchImportJobs),
     AfdOperation("CreateModel", "create_model", CreateModel),
     AfdOperation("GetModels", "get_models", ModelRef),
     AfdOperation("DeleteModel", "delete_model", ModelRef),

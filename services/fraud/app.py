@@ -29,10 +29,11 @@ from runtime.view import StreamView
 from services.fraud.adapters.artifacts import Artifacts, open_object_store
 from services.fraud.adapters.event_store import EventStore
 from services.fraud.batch_imports import BatchImports
+from services.fraud.batch_predictions import BatchPredictions
 from services.fraud.config import Settings
 from services.fraud.detectors import Detectors
 from services.fraud.domain.account import AccountSettings
-from services.fraud.domain.resources import BatchImportRecord
+from services.fraud.domain.resources import BatchImportRecord, BatchPredictionRecord
 from services.fraud.handlers import FraudHandlers, afd_handler
 from services.fraud.models import Models
 from services.fraud.operations import FraudOperations, Stores
@@ -117,7 +118,11 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         ops, ResourceStore(kv, BatchImportRecord, "batch import", prefix="batch_import.")
     )
 
-    implementations: list[Any] = [ops, models, detectors, imports]
+    predictions = BatchPredictions(
+        detectors,
+        ResourceStore(kv, BatchPredictionRecord, "batch prediction", prefix="batch_prediction."),
+    )
+    implementations: list[Any] = [ops, models, detectors, imports, predictions]
     registered: set[str] = set()
     for operation in AFD_OPERATIONS:
         if operation.bus_operation in registered:

@@ -32,7 +32,7 @@ class BatchImports:
     async def create_batch_import_job(self, request: CreateBatchImportJob) -> Output:
         event_type = await self.ops.event_type(request.event_type_name)
         self.ops.check_location(request.input_path)
-        output = self._output_dir(request.output_path)
+        output = self.ops.output_dir(request.output_path)
         record = BatchImportRecord(
             job_id=request.job_id,
             status="IN_PROGRESS",
@@ -49,17 +49,6 @@ class BatchImports:
         task.add_done_callback(self._tasks.discard)
         return {}
 
-    def _output_dir(self, location: str) -> Path:
-        if not location.startswith("file://"):
-            raise ValidationFailed(
-                f"unsupported outputPath {location!r}: use file:///dir on the fraud server"
-            )
-        path = Path(location.removeprefix("file://")).resolve()
-        roots = self.ops.import_roots
-        if not any(path == root or root in path.parents for root in roots):
-            raise ValidationFailed(f"outputPath {location!r} is outside the import directories")
-        return path
-
     async def _run(self, job_id: str, location: str, output: Path) -> None:
         record = (await self.jobs.get(job_id)).value
         try:
@@ -69,7 +58,7 @@ class BatchImports:
                 name: (await self.ops.stores.variables.get(name)).value.data_type
                 for name in event_type.event_variables
             }
-            frame = await asyncio.to_thread(_read, source)
+            frame = await asyncio.to_thread(read_event_file, source)
             rows = await asyncio.to_thread(
                 read_events,
                 frame,
@@ -125,7 +114,8 @@ class BatchImports:
         }
 
 
-def _read(path: Path) -> pl.DataFrame:
+def read_event_file(path: Path) -> pl.DataFrame:
+    """An AFD-format CSV (or Parquet) file, every column as text."""
     if path.suffix == ".parquet":
         return pl.read_parquet(path).with_columns(pl.all().cast(pl.Utf8))
     return pl.read_csv(path, infer_schema=False)

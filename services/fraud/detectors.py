@@ -384,7 +384,7 @@ class Detectors:
         rule_hits: dict[str, int] = {}
         for i, row in enumerate(events.iter_rows(named=True)):
             typed: dict[str, object] = {
-                n: _typed(
+                n: typed_value(
                     row[n] if row[n] is not None else types[n].default_value, types[n].data_type
                 )
                 for n in names
@@ -430,7 +430,7 @@ class Detectors:
             variable = (await self.stores.variables.get(name)).value
             text = value if value is not None else variable.default_value
             values[name] = text
-            typed[name] = _typed(text, variable.data_type)
+            typed[name] = typed_value(text, variable.data_type)
         return values, typed
 
 
@@ -452,7 +452,8 @@ def _when(value: str, field: str) -> datetime:
         raise ValidationFailed(str(exc)) from None
 
 
-def _typed(value: str, data_type: str) -> object:
+def typed_value(value: str, data_type: str) -> object:
+    """A variable's text as the rules see it: numbers and booleans typed, the rest text."""
     try:
         if data_type == "INTEGER":
             return int(value)

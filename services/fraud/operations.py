@@ -605,6 +605,17 @@ class FraudOperations:
         await asyncio.to_thread(cache.write_bytes, bytes(result.data or b""))
         return cache
 
+    def output_dir(self, location: str) -> Path:
+        """Where a job writes its files: a file:// directory inside the import roots."""
+        if not location.startswith("file://"):
+            raise ValidationFailed(
+                f"unsupported outputPath {location!r}: use file:///dir on the fraud server"
+            )
+        path = Path(location.removeprefix("file://")).resolve()
+        if not any(path == root or root in path.parents for root in self.import_roots):
+            raise ValidationFailed(f"outputPath {location!r} is outside the import directories")
+        return path
+
     def local_path(self, location: str) -> Path:
         """A `file://` path, only inside the configured import roots (no traversal, no links out)."""
         if not location.startswith("file://"):

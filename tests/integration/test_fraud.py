@@ -445,6 +445,32 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
     )
     diagnostics = described.json()["modelVersionDetails"][0]["diagnostics"]
     assert all({"code", "severity", "message", "advice"} <= set(d) for d in diagnostics)
+    # A batch prediction job over a file of events writes scores and outcomes.
+    lines = ["EVENT_ID,EVENT_TIMESTAMP,ENTITY_TYPE,ENTITY_ID,ip_address,email_address"]
+    for i, line in enumerate(rows[:10]):
+        ip, email, timestamp, _ = line.split(",")
+        lines.append(f"batch-{i},{timestamp},customer,c-{i},{ip},{email}")
+    (afd.imports / "to_score.csv").write_text("\n".join(lines) + "\n")
+    await afd(
+        "create_batch_prediction_job",
+        jobId="score-1",
+        inputPath=f"file://{afd.imports}/to_score.csv",
+        outputPath=f"file://{afd.imports}",
+        eventTypeName="registration",
+        detectorName="registration_detector",
+        iamRoleArn="arn:aws:iam::000000000000:role/none",
+    )
+
+    async def predicted() -> dict[str, Any] | None:
+        job = (await afd("get_batch_prediction_jobs", jobId="score-1"))["batchPredictions"][0]
+        return job if job["status"] != "IN_PROGRESS" else None
+
+    job = await eventually(predicted, 60, "the batch prediction")
+    assert job["status"] == "COMPLETE" and job["processedRecordsCount"] == 10, job
+    output = (afd.imports / "score-1-predictions.csv").read_text().splitlines()
+    assert output[0].startswith("EVENT_ID") and "registration_model_insightscore" in output[0]
+    assert len(output) == 11 and all(("review" in r) or ("approve" in r) for r in output[1:])
+
     # The scored event is stored, as AFD stores the events it predicts on.
     stored = (await afd("get_event", eventId="p-1", eventTypeName="registration"))["event"]
     assert stored["eventVariables"]["ip_address"] == "46.41.252.160"

@@ -267,6 +267,44 @@ def next_model_version(existing: list[str]) -> str:
     return f"{max(majors, default=0) + 1}.0"
 
 
+class BatchPredictionRecord(BaseModel):
+    job_id: str
+    status: Literal["IN_PROGRESS", "COMPLETE", "FAILED"]
+    input_path: str
+    output_path: str
+    event_type_name: str
+    detector_name: str
+    detector_version: str
+    iam_role_arn: str
+    arn: str
+    start_time: datetime
+    completion_time: datetime | None = None
+    failure_reason: str | None = None
+    processed_records_count: int = 0
+    total_records_count: int = 0
+
+    def to_afd(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "jobId": self.job_id,
+            "status": self.status,
+            "inputPath": self.input_path,
+            "outputPath": self.output_path,
+            "eventTypeName": self.event_type_name,
+            "detectorName": self.detector_name,
+            "detectorVersion": self.detector_version,
+            "iamRoleArn": self.iam_role_arn,
+            "arn": self.arn,
+            "startTime": afd_time(self.start_time),
+            "processedRecordsCount": self.processed_records_count,
+            "totalRecordsCount": self.total_records_count,
+        }
+        if self.completion_time is not None:
+            out["completionTime"] = afd_time(self.completion_time)
+        if self.failure_reason:
+            out["failureReason"] = self.failure_reason
+        return out
+
+
 class BatchImportRecord(BaseModel):
     job_id: str
     status: Literal[
