@@ -51,6 +51,9 @@ contracts: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bus
+	$(BIN)/python -m bench.inference
+	$(BIN)/python -m bench.fraud
+	bash bench/gpu.sh
 
 up:
 	docker compose up -d --build
