@@ -180,12 +180,13 @@ class ModelServer:
         batcher: DynamicBatcher[Prepared, dict[str, np.ndarray]] = DynamicBatcher(
             pipeline.run,
             max_batch_size=batching.max_batch_size,
-            max_queue_delay_s=batching.max_queue_delay_us / 1e6 if batching.enabled else 0.0,
+            max_queue_delay_s=batching.max_queue_delay_us / 1e6,
             preferred_batch_sizes=batching.preferred_batch_sizes,
             instances=batching.instances,
             timeout_s=batching.timeout_ms / 1000,
             executor=self.executor,
             observe=observe,
+            combine=batching.enabled,
         )
         return Served(
             config,

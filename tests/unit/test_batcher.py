@@ -96,3 +96,26 @@ async def test_observer_sees_rows_and_times() -> None:
     await asyncio.gather(*(batcher.submit(i) for i in range(3)))
     await batcher.close()
     assert sum(r for r, _, _ in seen) == 3 and all(q >= 0 and s >= 0 for _, q, s in seen)
+
+
+async def test_disabled_batching_runs_every_request_alone() -> None:
+    run = Recorder()
+    batcher = DynamicBatcher(
+        run, max_batch_size=8, max_queue_delay_s=0.05, combine=False, instances=2
+    )
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(6))) == [
+        i * 10 for i in range(6)
+    ]
+    assert all(len(b) == 1 for b in run.batches) and len(run.batches) == 6
+    await batcher.close()
+
+
+async def test_requests_arriving_while_instances_are_busy_join_the_next_batch() -> None:
+    run = Recorder(delay_s=0.2)
+    batcher = DynamicBatcher(run, max_batch_size=64, max_queue_delay_s=0.0, instances=1)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0.05)  # the first batch is running
+    rest = await asyncio.gather(*(batcher.submit(i) for i in range(1, 11)))
+    assert await first == 0 and rest == [i * 10 for i in range(1, 11)]
+    assert run.batches == [[0], list(range(1, 11))]
+    await batcher.close()

@@ -134,3 +134,40 @@ def test_request_must_carry_exactly_one_kind_of_input() -> None:
         InferRequest(texts=["a"], rows=[{}])
     with pytest.raises(ValueError, match="exactly one"):
         InferRequest()
+
+
+def test_texts_are_run_per_padded_width() -> None:
+    from services.inference.domain.pipelines import TextEmbedding
+
+    widths: list[int] = []
+
+    class Pooled:
+        input_names = ["input_ids", "attention_mask"]
+        output_names = ["sentence_embedding"]
+
+        def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            widths.append(feeds["input_ids"].shape[1])
+            return {
+                "sentence_embedding": np.ones((feeds["input_ids"].shape[0], 2), dtype=np.float32)
+            }
+
+    config = ModelConfig(
+        name="emb",
+        version=1,
+        task="text_embedding",
+        artifacts={"cpu": "emb/1/m.onnx"},
+        tokenizer="t",
+    )
+    pipeline = TextEmbedding(config, Pooled(), tokenizer=None)  # type: ignore[arg-type]
+    short = Prepared(
+        {"input_ids": np.ones((2, 16), np.int64), "attention_mask": np.ones((2, 16), np.int64)}, 2
+    )
+    long = Prepared(
+        {"input_ids": np.ones((1, 32), np.int64), "attention_mask": np.ones((1, 32), np.int64)}, 1
+    )
+    outputs = pipeline.run([short, long, short])
+    assert sorted(widths) == [16, 32] and [o["sentence_embedding"].shape[0] for o in outputs] == [
+        2,
+        1,
+        2,
+    ]

@@ -56,6 +56,9 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
+        # Idle threads sleep instead of spinning: on shared or small machines spinning burns
+        # the CPU that the next request (or the bus) needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Memory patterns pay off for fixed shapes only; text inputs vary within buckets.
         options.enable_mem_pattern = config.task not in ("text_embedding", "text_classification")
         requested = providers_for(config, has_cuda=has_cuda)

@@ -52,6 +52,7 @@ class DynamicBatcher(Generic[I, O]):
         timeout_s: float = 30.0,
         executor: Executor | None = None,
         observe: BatchObserver | None = None,
+        combine: bool = True,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -60,6 +61,7 @@ class DynamicBatcher(Generic[I, O]):
         self.timeout_s = timeout_s
         self.executor = executor
         self.observe = observe
+        self.combine = combine  # False: every request runs alone (batching disabled)
         self._slots = asyncio.Semaphore(instances)
         self._queue: deque[_Pending[I, O]] = deque()
         self._arrived = asyncio.Event()
@@ -118,7 +120,7 @@ class DynamicBatcher(Generic[I, O]):
                 self._drained.set()
                 continue
             deadline = self._queue[0].enqueued + self.max_queue_delay_s
-            while True:
+            while self.combine:
                 rows = self._queued_rows()
                 remaining = deadline - time.monotonic()
                 if rows >= self.max_batch_size or rows in self.preferred or remaining <= 0:
@@ -126,6 +128,9 @@ class DynamicBatcher(Generic[I, O]):
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+            # Wait for a free instance before cutting the batch: requests that arrive while
+            # every instance is busy join this batch instead of waiting for the next one.
+            await self._slots.acquire()
             batch: list[_Pending[I, O]] = []
             rows = 0
             while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
@@ -133,11 +138,13 @@ class DynamicBatcher(Generic[I, O]):
                 if not pending.future.done():
                     batch.append(pending)
                     rows += pending.rows
+                    if not self.combine:
+                        break
             if not self._queue:
                 self._drained.set()
             if not batch:
+                self._slots.release()
                 continue
-            await self._slots.acquire()
             task = asyncio.create_task(self._run(batch, rows))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

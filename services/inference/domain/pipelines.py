@@ -135,6 +135,19 @@ class _TextPipeline(Pipeline):
         super().__init__(config, runner)
         self.tokenizer = tokenizer
 
+    def run(self, items: list[Prepared]) -> list[dict[str, np.ndarray]]:
+        """One model run per padded width: short texts are not padded to the longest one's bucket."""
+        by_width: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            by_width.setdefault(item.feeds["input_ids"].shape[1], []).append(i)
+        if len(by_width) == 1:
+            return super().run(items)
+        results: list[dict[str, np.ndarray]] = [{} for _ in items]
+        for indexes in by_width.values():
+            for i, output in zip(indexes, super().run([items[i] for i in indexes]), strict=True):
+                results[i] = output
+        return results
+
     def prepare(self, request: InferRequest) -> Prepared:
         if request.texts is None:
             raise ValidationFailed(f"model {self.config.name!r} takes texts")
