@@ -30,12 +30,12 @@ class BatchPredictions:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def create_batch_prediction_job(self, request: CreateBatchPredictionJob) -> Output:
-        detector = await self.detectors._detector(request.detector_name)
+        detector = await self.detectors.detector(request.detector_name)
         if detector.event_type_name != request.event_type_name:
             raise ValidationFailed(
                 f"detector {detector.detector_id!r} takes {detector.event_type_name!r} events"
             )
-        version = await self.detectors._version_for_prediction(
+        version = await self.detectors.version_for_prediction(
             detector.detector_id, request.detector_version
         )
         self.ops.check_location(request.input_path)
@@ -103,7 +103,7 @@ class BatchPredictions:
                     for n, v in variables.items()
                 }
                 typed.update({name: values[i] for name, values in scores.items()})
-                matched = await self.detectors._matched_rules(version, typed, lists)
+                matched = await self.detectors.matched_rules(version, typed, lists)
                 rules.append("|".join(m["ruleId"] for m in matched))
                 outcomes.append("|".join(o for m in matched for o in m["outcomes"]))
             result = events.select(

@@ -61,7 +61,7 @@ class Detectors:
             record = DetectorRecord(
                 detector_id=request.detector_id,
                 event_type_name=request.event_type_name,
-                **self.ops._stamp(
+                **self.ops.stamp(
                     "detector", request.detector_id, request.description, request.tags
                 ),
             )
@@ -79,7 +79,7 @@ class Detectors:
         )
         return {}
 
-    async def _detector(self, detector_id: str) -> DetectorRecord:
+    async def detector(self, detector_id: str) -> DetectorRecord:
         return (await self.stores.detectors.get(detector_id)).value
 
     async def _known_rule_names(self, detector: DetectorRecord) -> tuple[set[str], set[str]]:
@@ -94,9 +94,9 @@ class Detectors:
         return variables, lists
 
     async def create_rule(self, request: CreateRule) -> Output:
-        detector = await self._detector(request.detector_id)
+        detector = await self.detector(request.detector_id)
         for outcome in request.outcomes:
-            await self.ops._must_exist(self.stores.named["outcome"], outcome, "outcome")
+            await self.ops.must_exist(self.stores.named["outcome"], outcome, "outcome")
         variables, lists = await self._known_rule_names(detector)
         try:
             validate_rule(request.expression, known_variables=variables, known_lists=lists)
@@ -117,7 +117,7 @@ class Detectors:
             expression=request.expression,
             language=request.language,
             outcomes=request.outcomes,
-            **self.ops._stamp(
+            **self.ops.stamp(
                 "rule",
                 f"{request.detector_id}/{request.rule_id}",
                 request.description,
@@ -163,7 +163,7 @@ class Detectors:
     # -- detector versions ------------------------------------------------------------------
 
     async def create_detector_version(self, request: CreateDetectorVersion) -> Output:
-        detector = await self._detector(request.detector_id)
+        detector = await self.detector(request.detector_id)
         for rule in request.rules:
             if rule.detector_id != request.detector_id:
                 raise ValidationFailed(
@@ -201,7 +201,7 @@ class Detectors:
             rules=[r.model_dump(by_alias=True) for r in request.rules],
             model_versions=[m.model_dump(by_alias=True) for m in request.model_versions],
             rule_execution_mode=request.rule_execution_mode or "FIRST_MATCHED",
-            **self.ops._stamp(
+            **self.ops.stamp(
                 "detector-version",
                 f"{request.detector_id}/{number}",
                 request.description,
@@ -269,7 +269,7 @@ class Detectors:
         await self.stores.detector_versions.delete(key)
         return {}
 
-    async def _version_for_prediction(
+    async def version_for_prediction(
         self, detector_id: str, version_id: str | None
     ) -> DetectorVersionRecord:
         if version_id:
@@ -284,12 +284,12 @@ class Detectors:
     # -- predictions --------------------------------------------------------------------------
 
     async def get_event_prediction(self, request: GetEventPrediction) -> Output:
-        detector = await self._detector(request.detector_id)
+        detector = await self.detector(request.detector_id)
         if request.event_type_name != detector.event_type_name:
             raise ValidationFailed(
                 f"detector {detector.detector_id!r} takes {detector.event_type_name!r} events"
             )
-        version = await self._version_for_prediction(
+        version = await self.version_for_prediction(
             request.detector_id, request.detector_version_id
         )
         event_type = await self.ops.event_type(request.event_type_name)
@@ -318,7 +318,7 @@ class Detectors:
             typed[name] = score
             model_scores.append({"modelVersion": model, "scores": {name: score}})
             explanations.append({"modelVersion": model, "variableImpacts": explanation})
-        matched = await self._matched_rules(version, typed, await self.ops.list_elements())
+        matched = await self.matched_rules(version, typed, await self.ops.list_elements())
         if event_type.event_ingestion == "ENABLED":
             # AFD stores the events it scores; so does Trellis (TFI histories learn from them).
             await self.ops.store_event(
@@ -331,7 +331,7 @@ class Detectors:
             "explanations": explanations,
         }
 
-    async def _matched_rules(
+    async def matched_rules(
         self, version: DetectorVersionRecord, typed: dict[str, object], lists: dict[str, list[str]]
     ) -> list[dict[str, Any]]:
         matched: list[dict[str, Any]] = []
@@ -357,7 +357,7 @@ class Detectors:
 
     async def backtest_detector_version(self, request: BacktestDetectorVersion) -> Output:
         """Run a version (a DRAFT one, typically) over stored events: outcomes and fraud capture."""
-        detector = await self._detector(request.detector_id)
+        detector = await self.detector(request.detector_id)
         version = (
             await self.stores.detector_versions.get(
                 f"{request.detector_id}.{request.detector_version_id}"
@@ -390,7 +390,7 @@ class Detectors:
                 for n in names
             }
             typed.update({name: values[i] for name, values in scores.items()})
-            matched = await self._matched_rules(version, typed, lists)
+            matched = await self.matched_rules(version, typed, lists)
             label = row["EVENT_LABEL"] or "(unlabelled)"
             for hit in matched:
                 rule_hits[hit["ruleId"]] = rule_hits.get(hit["ruleId"], 0) + 1

@@ -90,7 +90,7 @@ class Models:
             model_id=request.model_id,
             model_type=request.model_type,
             event_type_name=request.event_type_name,
-            **self.ops._stamp("model", request.model_id, request.description, request.tags),
+            **self.ops.stamp("model", request.model_id, request.description, request.tags),
         )
         await self.stores.models.create(request.model_id, record)
         return {}
@@ -168,7 +168,7 @@ class Models:
             else None,
             lease_owner=self.instance_id,
             lease_until=utc_now() + LEASE,
-            **self.ops._stamp("model-version", f"{model.model_id}/{version}", None, request.tags),
+            **self.ops.stamp("model-version", f"{model.model_id}/{version}", None, request.tags),
         )
         await self.stores.model_versions.create(record.key, record)
         self._start_training(record)

@@ -131,7 +131,7 @@ class FraudOperations:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:frauddetector:{self.region}:{self.account_id}:{kind}/{name}"
 
-    def _stamp(
+    def stamp(
         self, kind: str, name: str, description: str | None, tags: list[Any]
     ) -> dict[str, Any]:
         now = utc_now()
@@ -154,7 +154,7 @@ class FraudOperations:
             data_source=entry.data_source,
             default_value=entry.default_value,
             variable_type=entry.variable_type,
-            **self._stamp("variable", entry.name, entry.description, tags),
+            **self.stamp("variable", entry.name, entry.description, tags),
         )
         await self.stores.variables.create(entry.name, record)
 
@@ -226,7 +226,7 @@ class FraudOperations:
             record = NamedRecord(
                 kind=request.kind,
                 name=request.name,
-                **self._stamp(
+                **self.stamp(
                     request.kind.replace("_", "-"), request.name, request.description, request.tags
                 ),
             )
@@ -333,7 +333,7 @@ class FraudOperations:
             name=request.name,
             variable_type=request.variable_type,
             elements=_clean_elements(request.elements),
-            **self._stamp("list", request.name, request.description, request.tags),
+            **self.stamp("list", request.name, request.description, request.tags),
         )
         await self.stores.lists.create(request.name, record)
         return {}
@@ -375,11 +375,11 @@ class FraudOperations:
 
     async def put_event_type(self, request: PutEventType) -> Output:
         for name in request.event_variables:
-            await self._must_exist(self.stores.variables, name, "variable")
+            await self.must_exist(self.stores.variables, name, "variable")
         for name in request.labels:
-            await self._must_exist(self.stores.named["label"], name, "label")
+            await self.must_exist(self.stores.named["label"], name, "label")
         for name in request.entity_types:
-            await self._must_exist(self.stores.named["entity_type"], name, "entity type")
+            await self.must_exist(self.stores.named["entity_type"], name, "entity type")
         try:
             current = (await self.stores.event_types.get(request.name)).value
         except NotFound:
@@ -392,7 +392,7 @@ class FraudOperations:
                 event_orchestration=request.event_orchestration.model_dump(by_alias=True)
                 if request.event_orchestration
                 else None,
-                **self._stamp("event-type", request.name, request.description, request.tags),
+                **self.stamp("event-type", request.name, request.description, request.tags),
             )
             await self.stores.event_types.create(request.name, record)
             return {}
@@ -420,7 +420,7 @@ class FraudOperations:
         )
         return {}
 
-    async def _must_exist(self, store: ResourceStore[Any], name: str, kind: str) -> None:
+    async def must_exist(self, store: ResourceStore[Any], name: str, kind: str) -> None:
         try:
             await store.get(name)
         except NotFound:
