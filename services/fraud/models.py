@@ -34,7 +34,7 @@ from contracts.inference import (
     TensorSpec,
     UnloadModelCommand,
 )
-from runtime.errors import NotFound, TrellisError, ValidationFailed
+from runtime.errors import TrellisError, ValidationFailed
 from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.domain.features import FeaturePipeline, VariableSpec
 from services.fraud.domain.model_training import TrainingRejected, run_training
@@ -602,6 +602,3 @@ def _read_external(path: Any) -> pl.DataFrame:
     if bad:
         raise ValidationFailed(f"{bad} rows have a missing or unparseable EVENT_TIMESTAMP")
     return parsed
-
-
-__all__ = ["Models", "NotFound"]

@@ -53,7 +53,6 @@ from services.fraud.domain.resources import (
     ModelVersionRecord,
     NamedRecord,
     RuleRecord,
-    Stamped,
     VariableRecord,
     refuse_delete,
 )
@@ -691,6 +690,3 @@ def _check_type(name: str, data_type: str, value: str) -> None:
             parse_afd_timestamp(value, name)
     except ValueError:
         raise ValidationFailed(f"variable {name!r} must be {data_type}, got {value!r}") from None
-
-
-__all__ = ["FraudOperations", "Stamped", "Stores"]
