@@ -79,8 +79,14 @@ class Detectors:
         )
         return {}
 
-    async def detector(self, detector_id: str) -> DetectorRecord:
-        return (await self.stores.detectors.get(detector_id)).value
+    async def detector(self, detector_id: str, *, cached: bool = False) -> DetectorRecord:
+        async def load() -> DetectorRecord:
+            return (await self.stores.detectors.get(detector_id)).value
+
+        record: DetectorRecord = (
+            await self.ops.hot.get(("detector", detector_id), load) if cached else await load()
+        )
+        return record
 
     async def _known_rule_names(self, detector: DetectorRecord) -> tuple[set[str], set[str]]:
         event_type = await self.ops.event_type(detector.event_type_name)
@@ -270,8 +276,14 @@ class Detectors:
         return {}
 
     async def version_for_prediction(
-        self, detector_id: str, version_id: str | None
+        self, detector_id: str, version_id: str | None, *, cached: bool = False
     ) -> DetectorVersionRecord:
+        if cached:
+            found: DetectorVersionRecord = await self.ops.hot.get(
+                ("detector_version", detector_id, version_id),
+                lambda: self.version_for_prediction(detector_id, version_id),
+            )
+            return found
         if version_id:
             return (await self.stores.detector_versions.get(f"{detector_id}.{version_id}")).value
         for version in await self.stores.detector_versions.list():
@@ -284,18 +296,18 @@ class Detectors:
     # -- predictions --------------------------------------------------------------------------
 
     async def get_event_prediction(self, request: GetEventPrediction) -> Output:
-        detector = await self.detector(request.detector_id)
+        detector = await self.detector(request.detector_id, cached=True)
         if request.event_type_name != detector.event_type_name:
             raise ValidationFailed(
                 f"detector {detector.detector_id!r} takes {detector.event_type_name!r} events"
             )
         version = await self.version_for_prediction(
-            request.detector_id, request.detector_version_id
+            request.detector_id, request.detector_version_id, cached=True
         )
-        event_type = await self.ops.event_type(request.event_type_name)
+        event_type = await self.ops.event_type(request.event_type_name, cached=True)
         entity = request.entities[0]
         raw = await self.ops.check_event(
-            event_type, request.event_variables, entity.entity_type, None
+            event_type, request.event_variables, entity.entity_type, None, cached=True
         )
         values, typed = await self._variables(raw)
         event = {
@@ -318,7 +330,9 @@ class Detectors:
             typed[name] = score
             model_scores.append({"modelVersion": model, "scores": {name: score}})
             explanations.append({"modelVersion": model, "variableImpacts": explanation})
-        matched = await self.matched_rules(version, typed, await self.ops.list_elements())
+        matched = await self.matched_rules(
+            version, typed, await self.ops.list_elements(cached=True)
+        )
         if event_type.event_ingestion == "ENABLED":
             # AFD stores the events it scores; so does Trellis (TFI histories learn from them).
             await self.ops.store_event(
@@ -351,7 +365,12 @@ class Detectors:
 
     async def _rule(self, ref: dict[str, str]) -> RuleRecord:
         key = f"{ref['detectorId']}.{ref['ruleId']}.{ref['ruleVersion']}"
-        return (await self.stores.rules.get(key)).value
+
+        async def load() -> RuleRecord:
+            return (await self.stores.rules.get(key)).value
+
+        rule: RuleRecord = await self.ops.hot.get(("rule", key), load)  # rule versions never change
+        return rule
 
     # -- backtesting ---------------------------------------------------------------------------
 
@@ -427,7 +446,7 @@ class Detectors:
         values: dict[str, str] = {}
         typed: dict[str, object] = {}
         for name, value in raw.items():
-            variable = (await self.stores.variables.get(name)).value
+            variable = await self.ops.variable(name, cached=True)
             text = value if value is not None else variable.default_value
             values[name] = text
             typed[name] = typed_value(text, variable.data_type)

@@ -533,13 +533,16 @@ class Models:
             scores += [float(s) for s in np.round(bundle.score(probabilities), 1)]
         return scores
 
+    async def _version(self, key: str) -> ModelVersionRecord:
+        return (await self.stores.model_versions.get(key)).value
+
     async def score(
         self, model_id: str, model_type: str, version_number: str, event: dict[str, Any]
     ) -> tuple[float, list[dict[str, Any]]]:
         from services.fraud.adapters.onnx_export import explain
 
         key = f"{model_id}.{version_number}"
-        version = (await self.stores.model_versions.get(key)).value
+        version = await self.ops.hot.get(("model_version", key), lambda: self._version(key))
         if version.status != "ACTIVE" or not version.inference_model:
             raise ValidationFailed(f"model {model_id} version {version_number} is not ACTIVE")
         bundle = await self._bundle(version)

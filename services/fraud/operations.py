@@ -40,6 +40,7 @@ from contracts.fraud import (
 )
 from contracts.topology import UPLOADS_LOCATION
 from runtime.bus import Bus
+from runtime.cache import TtlCache
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
 from runtime.view import StreamView
@@ -124,6 +125,8 @@ class FraudOperations:
         self.region = region
         self.account_id = account_id
         self.import_roots = [p.resolve() for p in import_roots]
+        # Predictions read the same resources on every request; they may lag writes by a second.
+        self.hot = TtlCache(ttl_s=1.0)
         self.uploads = uploads
         self.upload_cache = upload_cache or Path("var/fraud/uploads")
 
@@ -367,8 +370,21 @@ class FraudOperations:
         chosen, token = page(elements, str, request.next_token, request.max_results or 5000)
         return {"elements": chosen, **({"nextToken": token} if token else {})}
 
-    async def list_elements(self) -> dict[str, list[str]]:
-        return {v.value.name: v.value.elements for v in await self.stores.lists.list()}
+    async def list_elements(self, *, cached: bool = False) -> dict[str, list[str]]:
+        async def load() -> dict[str, list[str]]:
+            return {v.value.name: v.value.elements for v in await self.stores.lists.list()}
+
+        lists: dict[str, list[str]] = await self.hot.get("lists", load) if cached else await load()
+        return lists
+
+    async def variable(self, name: str, *, cached: bool = False) -> VariableRecord:
+        async def load() -> VariableRecord:
+            return (await self.stores.variables.get(name)).value
+
+        record: VariableRecord = (
+            await self.hot.get(("variable", name), load) if cached else await load()
+        )
+        return record
 
     # -- event types ----------------------------------------------------------------------------
 
@@ -425,11 +441,19 @@ class FraudOperations:
         except NotFound:
             raise ValidationFailed(f"{kind} {name!r} does not exist; create it first") from None
 
-    async def event_type(self, name: str) -> EventTypeRecord:
-        try:
-            return (await self.stores.event_types.get(name)).value
-        except NotFound:
-            raise NotFound(f"event type {name!r} not found", kind="event type", id=name) from None
+    async def event_type(self, name: str, *, cached: bool = False) -> EventTypeRecord:
+        async def load() -> EventTypeRecord:
+            try:
+                return (await self.stores.event_types.get(name)).value
+            except NotFound:
+                raise NotFound(
+                    f"event type {name!r} not found", kind="event type", id=name
+                ) from None
+
+        record: EventTypeRecord = (
+            await self.hot.get(("event_type", name), load) if cached else await load()
+        )
+        return record
 
     # -- stored events ----------------------------------------------------------------------
 
@@ -439,6 +463,8 @@ class FraudOperations:
         variables: dict[str, str],
         entity_type: str,
         label: str | None,
+        *,
+        cached: bool = False,
     ) -> dict[str, str | None]:
         """Validate an event against its type; returns variables completed with defaults."""
         unknown = sorted(set(variables) - set(event_type.event_variables))
@@ -452,7 +478,7 @@ class FraudOperations:
             raise ValidationFailed(f"label {label!r} is not in event type {event_type.name!r}")
         completed: dict[str, str | None] = {}
         for name in event_type.event_variables:
-            variable = (await self.stores.variables.get(name)).value
+            variable = await self.variable(name, cached=cached)
             value = variables.get(name)
             if value is not None:
                 _check_type(name, variable.data_type, value)
