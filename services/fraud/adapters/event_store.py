@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import threading
 from datetime import UTC, datetime
@@ -26,6 +27,11 @@ BASE_SCHEMA: dict[str, Any] = {
     "LABEL_TIMESTAMP": TS,
 }
 META_COLUMNS = tuple(c for c in BASE_SCHEMA if not c.startswith("_"))
+
+
+def _part_name(sequence: int) -> str:
+    """Parts sort by the last stream sequence they hold; the suffix keeps every name unique."""
+    return f"part-{sequence:012d}-{secrets.token_hex(4)}.parquet"
 
 
 def _safe_name(event_type: str) -> str:
@@ -118,9 +124,10 @@ class EventStore:
                 frame = self._frame(rows)
                 directory = self.root / event_type
                 directory.mkdir(parents=True, exist_ok=True)
-                tmp = directory / f".part-{rows[-1]['_seq']:012d}.tmp"
+                name = _part_name(rows[-1]["_seq"])
+                tmp = directory / f".{name}.tmp"
                 frame.write_parquet(tmp, compression="zstd")
-                os.replace(tmp, directory / f"part-{rows[-1]['_seq']:012d}.parquet")
+                os.replace(tmp, directory / name)
         with self._lock:
             self._flushing = {}
         self._write_state(seq)
@@ -141,13 +148,15 @@ class EventStore:
         resolved = self._resolve(
             pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
         )
-        last = parts[-1]
-        tmp = directory / ".compacted.tmp"
+        # A new name, never the old last part's: readers (and parquet readers' caches) must
+        # never see different bytes under a path they already listed.
+        name = _part_name(int(parts[-1].name.split("-")[1].split(".")[0]))
+        tmp = directory / f".{name}.tmp"
         resolved.write_parquet(tmp, compression="zstd")
         with self._lock:
-            for part in parts[:-1]:
+            os.replace(tmp, directory / name)
+            for part in parts:
                 part.unlink()
-            os.replace(tmp, last)
 
     # -- reading -------------------------------------------------------------------------------
 
