@@ -1822,7 +1822,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         " (default 0,1; --quick: 1)",
     )
     parser.add_argument(
-        "--rates", type=rates, default=(200.0, 1000.0), help="HTTP open-loop rates (200,1000)"
+        "--rates",
+        type=rates,
+        default=(200.0, 1000.0),
+        help="HTTP open-loop rates in req/s (200,1000); a full run adds half the bus capacity",
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds per load run (10; --quick: 1)"

@@ -128,8 +128,10 @@ class ResourceStore(Generic[T]):
 
     async def list(self) -> list[Versioned[T]]:
         """Every live resource, read in one pass over the bucket (no request per key)."""
+        # A short inactive threshold: the consumer behind the watch goes away soon after, instead
+        # of lingering for minutes (streams cap their consumers; busy lists would hit the cap).
         watcher = await self.kv.watch(
-            f"{self.prefix}>" if self.prefix else ">", ignore_deletes=True
+            f"{self.prefix}>" if self.prefix else ">", ignore_deletes=True, inactive_threshold=2.0
         )
         found: dict[str, Versioned[T]] = {}
         try:
