@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +31,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from bench.common import nats_server_version, package_version
 from contracts.envelope import EnvelopeMeta, Message, new_message_id
 from contracts.topology import StreamSpec
 from runtime import codec
 from runtime.bus import Bus
-from runtime.embedded_nats import EmbeddedNats, nats_server_binary
+from runtime.embedded_nats import EmbeddedNats
 from runtime.topology import ensure_platform, ensure_stream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -438,24 +438,15 @@ def micro_table(micro: dict[str, float]) -> str:
 
 
 def machine_info(loop_name: str) -> dict[str, Any]:
-    try:
-        server_version = subprocess.run(
-            [str(nats_server_binary()), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        server_version = f"unknown ({exc})"
+    server_version = nats_server_version()
     return {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "nats_py": importlib.metadata.version("nats-py"),
-        "pydantic": importlib.metadata.version("pydantic"),
+        "nats_py": package_version("nats-py"),
+        "pydantic": package_version("pydantic"),
         "nats_server": server_version,
         "event_loop": loop_name,
     }

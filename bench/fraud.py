@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import functools
 import gc
-import importlib.metadata
 import inspect
 import json
 import math
@@ -40,12 +39,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 import polars as pl
 
+from bench.common import cpu_model, nats_server_version, package_version
 from contracts import subjects, topology
 from contracts.fraud import FraudResult, GetEventPrediction
 from contracts.inference import InferReply, InferRequest
 from contracts.system import PingReply, PingRequest
 from runtime.bus import Bus
-from runtime.embedded_nats import EmbeddedNats, nats_server_binary
+from runtime.embedded_nats import EmbeddedNats
 from services.fraud.adapters import charts, onnx_export
 from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.domain import diagnostics, metrics, model_training, validation
@@ -1702,39 +1702,14 @@ def micro_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict[str, Any]:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        server = subprocess.run(
-            [str(nats_server_binary()), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        server = f"unknown ({exc})"
+    server = nats_server_version()
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "libraries": {name: version(name) for name in LIBRARIES},
+        "libraries": {name: package_version(name) for name in LIBRARIES},
         "nats_server": server,
         "env": {
             name: os.environ[name]

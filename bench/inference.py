@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import functools
 import gc
-import importlib.metadata
 import json
 import math
 import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from bench.common import cpu_model, nats_server_version, package_version
 from contracts import subjects, topology
 from contracts.inference import (
     Batching,
@@ -41,7 +40,7 @@ from contracts.inference import (
     RegisterModelCommand,
 )
 from runtime.bus import Bus
-from runtime.embedded_nats import EmbeddedNats, nats_server_binary
+from runtime.embedded_nats import EmbeddedNats
 from runtime.errors import TrellisError
 from runtime.settings import SharedSettings
 from runtime.topology import ensure_bucket
@@ -969,33 +968,8 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict[str, Any]:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        server_version = subprocess.run(
-            [str(nats_server_binary()), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        server_version = f"unknown ({exc})"
+    server_version = nats_server_version()
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -1003,7 +977,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "nats_server": server_version,
         **{
-            name: version(name)
+            name: package_version(name)
             for name in (
                 "onnxruntime",
                 "onnx",
