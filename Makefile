@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the services need; installed with apt-get (sudo when not root).
-DEBIAN_PACKAGES :=
+# g++ and python3-dev: hnswlib (the indexer's HNSW) is built from source.
+DEBIAN_PACKAGES := g++ python3-dev
+# What the benchmarks read: the Python documentation is the search benchmark's corpus.
+BENCH_DEBIAN_PACKAGES := python3.11-doc
 
 .PHONY: help install run test test-fast lint format contracts bench up down clean
 
@@ -53,6 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bus
 	$(BIN)/python -m bench.inference
 	$(BIN)/python -m bench.fraud
+	@bash deploy/install-debian-packages.sh $(BENCH_DEBIAN_PACKAGES)
+	$(BIN)/python -m bench.search
 	bash bench/gpu.sh
 
 up:

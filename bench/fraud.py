@@ -1128,7 +1128,7 @@ async def median_us_async(fn: Callable[[], Awaitable[object]], *, calls: int) ->
 
 async def micro_steps(bus: Bus, body: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Each step of a prediction on its own, in this process, with the served model's artifacts."""
-    from services.fraud.adapters.artifacts import open_object_store
+    from runtime.object_store import open_object_store
     from services.fraud.models import _event_frame
 
     kv = await bus.js.key_value(topology.FRAUD_RESOURCES.name)

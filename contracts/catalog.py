@@ -51,9 +51,68 @@ def _fraud_operations() -> list[OperationDoc]:
     return list(seen.values())
 
 
+def _kendra_operations() -> list[OperationDoc]:
+    return [
+        OperationDoc(
+            subjects.index_operation(op.bus_operation),
+            op.request,
+            index.IndexResult,
+            f"Kendra {op.name} (Kendra's request and response shapes).",
+        )
+        for op in index.KENDRA_OPERATIONS
+    ]
+
+
+def _index_events() -> list[EventDoc]:
+    documents, activity = topology.DOCUMENTS.name, topology.INDEX_ACTIVITY.name
+    return [
+        EventDoc(subjects.CRAWL_DOCUMENT_ADDED, index.DocumentAdded, documents, "A new page."),
+        EventDoc(
+            subjects.CRAWL_DOCUMENT_MODIFIED,
+            index.DocumentModified,
+            documents,
+            "A page fetched again changed.",
+        ),
+        EventDoc(
+            subjects.CRAWL_DOCUMENT_DELETED,
+            index.DocumentDeleted,
+            documents,
+            "A page is gone or out of scope.",
+        ),
+        EventDoc(
+            subjects.INDEX_DOCUMENT_SUBMITTED,
+            index.DocumentSubmitted,
+            documents,
+            "BatchPutDocument accepted a document.",
+        ),
+        EventDoc(
+            subjects.INDEX_DOCUMENT_WITHDRAWN,
+            index.DocumentWithdrawn,
+            documents,
+            "BatchDeleteDocument removed a document.",
+        ),
+        EventDoc(subjects.INDEX_FAQ_LOADED, index.FaqLoaded, documents, "An FAQ was loaded."),
+        EventDoc(subjects.INDEX_FAQ_REMOVED, index.FaqRemoved, documents, "An FAQ was deleted."),
+        EventDoc(
+            subjects.INDEX_INDEX_DROPPED,
+            index.IndexDropped,
+            documents,
+            "An index was deleted: replicas drop its content.",
+        ),
+        EventDoc(subjects.INDEX_QUERY_LOGGED, index.QueryLogged, activity, "A query was answered."),
+        EventDoc(
+            subjects.INDEX_FEEDBACK_SUBMITTED,
+            index.FeedbackSubmitted,
+            activity,
+            "Clicks and relevance votes on query results.",
+        ),
+    ]
+
+
 OPERATIONS: tuple[OperationDoc, ...] = (
     *_ping_operations(),
     *_fraud_operations(),
+    *_kendra_operations(),
     OperationDoc(
         subjects.HEALTH_POLL,
         system.HealthPoll,
@@ -118,6 +177,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
 )
 
 EVENTS: tuple[EventDoc, ...] = (
+    *_index_events(),
     EventDoc(
         subjects.FRAUD_EVENT_SENT,
         fraud.EventSent,

@@ -77,6 +77,28 @@ def fraud_operation(name: str) -> str:
 FRAUD_GET_KMS_ENCRYPTION_KEY = operation("fraud", "get_kms_encryption_key")
 FRAUD_PUT_KMS_ENCRYPTION_KEY = operation("fraud", "put_kms_encryption_key")
 INDEX_LIST_INDEXES = operation("index", "list_indexes")
+
+
+def index_operation(name: str) -> str:
+    """`index.v1.<operation>` for a Kendra operation in snake case (`batch_put_document`)."""
+    return operation("index", name)
+
+
+# The documents stream: what the crawler found and what the Kendra API put, in one log.
+CRAWL_DOCUMENT_ADDED = event("crawl", "document", "added")
+CRAWL_DOCUMENT_MODIFIED = event("crawl", "document", "modified")
+CRAWL_DOCUMENT_DELETED = event("crawl", "document", "deleted")
+INDEX_DOCUMENT_SUBMITTED = event("index", "document", "submitted")
+INDEX_DOCUMENT_WITHDRAWN = event("index", "document", "withdrawn")
+INDEX_FAQ_LOADED = event("index", "faq", "loaded")
+INDEX_FAQ_REMOVED = event("index", "faq", "removed")
+INDEX_INDEX_DROPPED = event("index", "index", "dropped")
+CRAWL_DOCUMENTS_ALL = "crawl.v1.document.*"
+INDEX_CONTENT_ALL = ("index.v1.document.*", "index.v1.faq.*", "index.v1.index.*")
+# Query activity: the query log (suggestions, feedback resolution) and feedback.
+INDEX_QUERY_LOGGED = event("index", "query", "logged")
+INDEX_FEEDBACK_SUBMITTED = event("index", "feedback", "submitted")
+INDEX_ACTIVITY_ALL = ("index.v1.query.*", "index.v1.feedback.*")
 INFERENCE_REGISTER_MODEL = operation("inference", "register_model")
 INFERENCE_LOAD_MODEL = operation("inference", "load_model")
 INFERENCE_UNLOAD_MODEL = operation("inference", "unload_model")

@@ -57,6 +57,20 @@ FRAUD_EVENTS = StreamSpec(
     "is a view of this log.",
 )
 
+DOCUMENTS = StreamSpec(
+    name="DOCUMENTS",
+    subjects=(subjects.CRAWL_DOCUMENTS_ALL, *subjects.INDEX_CONTENT_ALL),
+    description="Everything an index holds: crawled and submitted documents, deletions, FAQs, "
+    "dropped indexes. Each search replica is a view of this log.",
+)
+INDEX_ACTIVITY = StreamSpec(
+    name="INDEX_ACTIVITY",
+    subjects=subjects.INDEX_ACTIVITY_ALL,
+    description="Queries answered and feedback given: query suggestions and feedback reports.",
+    max_age_s=365 * 24 * 3600,
+    max_bytes=4 * 1024**3,
+)
+
 SERVICE_REGISTRY = BucketSpec(
     name="trellis_services",
     description="One key per live service replica, refreshed by its heartbeat; expires when it dies.",
@@ -94,7 +108,9 @@ FRAUD_ARTIFACTS = "fraud_artifacts"  # object store: model versions' boosters, O
 FRAUD_UPLOADS = "fraud_uploads"  # object store: event files uploaded through the gateway
 UPLOADS_LOCATION = "s3://trellis-uploads/"  # how AFD requests name an uploaded object
 
-STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS)
+INDEX_UPLOADS = "index_uploads"  # object store: FAQ files uploaded through the gateway
+
+STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS, DOCUMENTS, INDEX_ACTIVITY)
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,
     GATEWAY_API_KEYS,

@@ -29,7 +29,7 @@ NATS_DIR = ROOT / "deploy" / "nats"
 APP_SERVICES = {*BACKEND_SERVICES, "gateway"}
 INFRA_SERVICES = {"nats", "registry"}
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
-PACKAGES = ("contracts", "runtime", "services", "trellis")
+PACKAGES = ("contracts", "documents", "runtime", "services", "trellis")
 
 
 # --- YAML loading (Compose merge tags `!override` / `!reset`) ----------------------------------

@@ -193,6 +193,43 @@ def fraud(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_id(client: GatewayClient, name_or_id: str) -> str:
+    for summary in client.call("GET", "/v1/indexes")["Indexes"]:
+        if name_or_id in (summary["Id"], summary["Name"]):
+            return str(summary["Id"])
+    raise ClientError(f"no index named {name_or_id!r}")
+
+
+def search(args: argparse.Namespace) -> int:
+    """Query an index and print answers, FAQ answers and documents, best first."""
+    client = GatewayClient()
+    index_id = _index_id(client, args.index)
+    body: dict[str, Any] = {"QueryText": args.query, "PageSize": args.size}
+    if args.mode:
+        body["RankingMode"] = args.mode
+    if args.user:
+        body["UserContext"] = {"UserId": args.user, "Groups": args.group or []}
+    if args.filter:
+        body["AttributeFilter"] = json.loads(args.filter)
+    result = client.call("POST", f"/v1/indexes/{index_id}/query", json=body)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for item in result["ResultItems"]:
+        confidence = item.get("ScoreAttributes", {}).get("ScoreConfidence", "")
+        if item["Type"] == "DOCUMENT":
+            title = item["DocumentTitle"]["Text"] or item["DocumentId"]
+            print(f"{title}  [{confidence}]")
+            print(f"  {item.get('DocumentURI', item['DocumentId'])}")
+            print(f"  {item['DocumentExcerpt']['Text']}")
+        else:
+            answer = item["AdditionalAttributes"][-1]["Value"]["TextWithHighlightsValue"]["Text"]
+            print(f"{item['Type']}: {answer}  [{confidence}]")
+        print()
+    print(f"{result['TotalNumberOfResults']} matching documents")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trellis", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -246,6 +283,18 @@ def parser() -> argparse.ArgumentParser:
     p_fraud.add_argument("--json", help="the request body as JSON")
     p_fraud.add_argument("--file", help="a file holding the request body")
     p_fraud.add_argument("--out", help="chart: where to write the SVG")
+
+    p_search = commands.add_parser("search", help="query a search index")
+    p_search.add_argument("query")
+    p_search.add_argument("--index", required=True, help="index name or id")
+    p_search.add_argument("--size", type=int, default=10, help="results per page (1-100)")
+    p_search.add_argument(
+        "--mode", choices=["HYBRID_RRF", "HYBRID_NORMALIZED", "KEYWORD", "SEMANTIC"]
+    )
+    p_search.add_argument("--user", help="search as this user (ACLs apply)")
+    p_search.add_argument("--group", action="append", help="the user's groups (repeat)")
+    p_search.add_argument("--filter", help="a Kendra AttributeFilter as JSON")
+    p_search.add_argument("--json", action="store_true", help="print Kendra's JSON response")
     return root
 
 
@@ -258,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return status(args)
         if args.command == "fraud":
             return fraud(args)
+        if args.command == "search":
+            return search(args)
         return keys(args)
     except ClientError as exc:
         print(f"trellis: {exc}", file=sys.stderr)

@@ -22,11 +22,12 @@ from contracts.fraud import (
 from runtime import codec
 from runtime.bus import Bus
 from runtime.kv import ResourceStore
+from runtime.object_store import open_object_store
 from runtime.service import Service
 from runtime.settings import SharedSettings
 from runtime.topology import ensure_bucket, ensure_stream
 from runtime.view import StreamView
-from services.fraud.adapters.artifacts import Artifacts, open_object_store
+from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.adapters.event_store import EventStore
 from services.fraud.batch_imports import BatchImports
 from services.fraud.batch_predictions import BatchPredictions

@@ -26,7 +26,7 @@ from services.gateway.auth import AuthError
 from services.gateway.aws import fraud_detector, kendra
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
-from services.gateway.handlers import aws, fraud, keys, models, system
+from services.gateway.handlers import aws, fraud, indexes, keys, models, system
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
 
@@ -60,6 +60,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
         uploads={
             ("POST", "/v1/models"): settings.max_upload_bytes,
             ("PUT", "/v1/fraud/uploads/"): settings.max_upload_bytes,
+            ("PUT", "/v1/index-uploads/"): settings.max_upload_bytes,
         },
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
@@ -98,6 +99,8 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(aws.router)
     app.include_router(models.router)
     app.include_router(fraud.router)
+    app.include_router(indexes.router)
+    app.include_router(indexes.uploads)
     return app
 
 

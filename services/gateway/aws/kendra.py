@@ -1,13 +1,22 @@
-"""Kendra operations on the AWS endpoint (more arrive with the indexer and crawler issues)."""
+"""Kendra operations on the AWS endpoint: ListIndices, and every operation of KENDRA_OPERATIONS."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from contracts import subjects
-from contracts.index import ListIndexesReply, ListIndexesRequest
-from services.gateway.aws.dispatcher import KENDRA, AwsCall, AwsOperations, parse
+from contracts.index import (
+    KENDRA_OPERATIONS,
+    IndexResult,
+    KendraOperation,
+    ListIndexesReply,
+    ListIndexesRequest,
+)
+from services.gateway.aws.dispatcher import KENDRA, AwsCall, AwsOperations, Handler, parse
 from services.gateway.aws.errors import validation
+
+# Trellis extensions that boto3 cannot send; refused on the AWS endpoint to keep it Kendra's.
+REST_ONLY = frozenset({"RankingMode", "DocumentsWithoutAclVisible", "BlockList", "Text"})
 
 
 async def list_indices(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
@@ -44,5 +53,24 @@ async def list_indices(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def kendra_operation(operation: KendraOperation) -> Handler:
+    """Parse Kendra's input into the operation's contract, send it, return Kendra's output."""
+    subject = subjects.index_operation(operation.bus_operation)
+
+    async def handle(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
+        extensions = REST_ONLY & set(body)
+        if extensions:
+            raise validation(f"unknown parameters {sorted(extensions)}")
+        request = parse(operation.request, body)
+        result = await call.request(subject, request, IndexResult)
+        return result.output
+
+    return handle
+
+
 def register(operations: AwsOperations) -> None:
     operations.add(KENDRA, "ListIndices", "indexer", list_indices)
+    for operation in KENDRA_OPERATIONS:
+        if operation.name == "DescribeFeedback":
+            continue  # a Trellis report, REST only
+        operations.add(KENDRA, operation.name, "indexer", kendra_operation(operation))

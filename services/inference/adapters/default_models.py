@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from contracts.inference import Batching, ModelConfig, TensorSpec
 from runtime.errors import NotFound
 from services.inference.adapters import bert_onnx
 from services.inference.adapters.model_store import ModelStore
+from services.inference.adapters.onnx_session import OnnxRunner
+from services.inference.adapters.tokenizer import TextTokenizer
+from services.inference.domain.pipelines import Pipeline, pipeline_for
 from services.inference.domain.policy import ModelPolicy
 
 MINILM = "all-minilm-l6-v2"
@@ -71,3 +75,26 @@ async def ensure_minilm(store: ModelStore) -> ModelConfig | None:
     await store.register(config)
     await store.set_policy(MINILM, ModelPolicy(loaded=True))
     return config
+
+
+class _ArtifactNames:
+    """Names the config would give artifacts in a store; the local pipeline needs only names."""
+
+    @staticmethod
+    def artifact_name(name: str, version: int, file: str) -> str:
+        return f"{name}/{version}/{file}"
+
+
+def local_minilm_pipeline(*, intra_op_threads: int = 0) -> Pipeline:
+    """The served MiniLM text-embedding pipeline (int8 ONNX on CPU), built in this process."""
+    artifacts = build_minilm_artifacts()
+    config = minilm_config(cast(ModelStore, _ArtifactNames()))
+    runner = OnnxRunner(
+        artifacts["model.int8.onnx"], config, has_cuda=False, intra_op_threads=intra_op_threads
+    )
+    tokenizer = TextTokenizer.from_bytes(
+        artifacts["tokenizer.json"],
+        max_length=config.max_sequence_length,
+        buckets=config.sequence_buckets,
+    )
+    return pipeline_for(config, runner, tokenizer)

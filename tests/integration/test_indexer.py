@@ -1,0 +1,482 @@
+"""The indexer end to end: real NATS, the indexer service with real tantivy / usearch / ONNX Runtime
+embeddings, the gateway, and boto3's kendra client unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import httpx
+import pytest
+
+from runtime.bus import Bus
+from runtime.service import Service
+from runtime.settings import SharedSettings
+from services.gateway.adapters.bootstrap import load_or_create_credentials
+from services.gateway.config import BootstrapSettings
+from services.indexer.adapters.embedder import LocalEmbedder
+from services.indexer.app import build as build_indexer
+from services.indexer.config import Settings as IndexerSettings
+from tests.conftest import serving_gateway
+
+DOCS = [
+    {
+        "Id": "cache",
+        "Title": "functools: caching",
+        "Text": "The lru_cache decorator wraps a function with a memoizing callable that saves up "
+        "to the maxsize most recent calls. It can save time when an expensive or I/O bound "
+        "function is periodically called with the same arguments.",
+        "Attributes": [
+            {"Key": "_category", "Value": {"StringValue": "library"}},
+            {"Key": "level", "Value": {"LongValue": 3}},
+            {"Key": "tags", "Value": {"StringListValue": ["functions", "performance"]}},
+        ],
+    },
+    {
+        "Id": "shutil",
+        "Title": "shutil: high-level file operations",
+        "Text": "Use rmtree to delete an entire directory tree; path must point to a directory. "
+        "The copytree function recursively copies a directory tree and returns the destination.",
+        "Attributes": [
+            {"Key": "_category", "Value": {"StringValue": "library"}},
+            {"Key": "level", "Value": {"LongValue": 1}},
+            {"Key": "tags", "Value": {"StringListValue": ["files"]}},
+        ],
+    },
+    {
+        "Id": "tutorial-loops",
+        "Title": "Control flow tools",
+        "Text": "The for statement iterates over the items of any sequence, such as a list or a "
+        "string, in the order that they appear in the sequence. The break statement breaks "
+        "out of the innermost enclosing loop.",
+        "Attributes": [
+            {"Key": "_category", "Value": {"StringValue": "tutorial"}},
+            {"Key": "level", "Value": {"LongValue": 1}},
+        ],
+    },
+    {
+        "Id": "secret-plan",
+        "Title": "Board secret: acquisition plan",
+        "Text": "The acquisition of the directory company closes next quarter. Only the board may "
+        "read this plan about the directory tree merger.",
+        "AccessControlList": [
+            {"Name": "board", "Type": "GROUP", "Access": "ALLOW"},
+            {"Name": "mallory", "Type": "USER", "Access": "DENY"},
+        ],
+        "Attributes": [
+            {"Key": "_category", "Value": {"StringValue": "confidential"}},
+            {"Key": "level", "Value": {"LongValue": 9}},
+        ],
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[LocalEmbedder]:
+    yield LocalEmbedder(intra_op_threads=1)
+
+
+@dataclass
+class Search:
+    http: httpx.AsyncClient
+    key: str
+    url: str
+    indexer: Service
+    access_key: str
+    secret_key: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def post(self, path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+        response = await self.http.post(path, json=body, headers=self.auth())
+        assert response.status_code == status, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def index(self, name: str, **extra: Any) -> str:
+        created = await self.post("/v1/indexes", {"Name": name, **extra}, 201)
+        index_id: str = created["Id"]
+        return index_id
+
+    async def describe(self, index_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/v1/indexes/{index_id}", headers=self.auth())
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def put(self, index_id: str, docs: list[dict[str, Any]]) -> None:
+        for start in range(0, len(docs), 10):
+            out = await self.post(
+                f"/v1/indexes/{index_id}/documents", {"Documents": docs[start : start + 10]}
+            )
+            assert out["FailedDocuments"] == []
+
+    async def settle(self, index_id: str, documents: int, *, embedded: bool = True) -> None:
+        for _ in range(300):
+            described = await self.describe(index_id)
+            stats = described["IndexStatistics"]["TextDocumentStatistics"]
+            pending = described["EmbeddingStatistics"]["PendingPassages"]
+            if stats["IndexedTextDocumentsCount"] == documents and (not embedded or pending == 0):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"index never reached {documents} documents: {described}")
+
+    async def query(self, index_id: str, text: str, **extra: Any) -> dict[str, Any]:
+        return await self.post(f"/v1/indexes/{index_id}/query", {"QueryText": text, **extra})
+
+    def kendra(self) -> Any:
+        return boto3.client(
+            "kendra",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+
+@pytest.fixture
+async def search(nats_url: str, data_dir: Path, embedder: LocalEmbedder) -> AsyncIterator[Search]:
+    shared = SharedSettings(data_dir=data_dir)
+    buses = [await Bus.connect(nats_url, source=name) for name in ("indexer", "gateway")]
+    indexer = await build_indexer(
+        buses[0], IndexerSettings(commit_interval_s=0.05), shared, embedder=embedder
+    )
+    await indexer.start()
+    credentials = load_or_create_credentials(data_dir, BootstrapSettings())
+    async with serving_gateway(buses[1], shared, request_timeout_s=20) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield Search(
+                http,
+                credentials.api_key,
+                url,
+                indexer,
+                credentials.access_key_id,
+                credentials.secret_access_key,
+            )
+    await indexer.stop()
+    for bus in buses:
+        await bus.close()
+
+
+def ids(result: dict[str, Any], kind: str = "DOCUMENT") -> list[str]:
+    return [item["DocumentId"] for item in result["ResultItems"] if item["Type"] == kind]
+
+
+async def test_put_query_answer_and_highlights(search: Search, unique: str) -> None:
+    index_id = await search.index(f"docs-{unique}")
+    await search.put(index_id, DOCS)
+    await search.settle(index_id, len(DOCS))
+    described = await search.describe(index_id)
+    assert described["Status"] == "ACTIVE"
+    assert described["IndexStatistics"]["TextDocumentStatistics"]["IndexedTextBytes"] > 300
+
+    result = await search.query(index_id, "how can I delete a whole directory tree")
+    assert ids(result)[0] == "shutil"
+    top = next(item for item in result["ResultItems"] if item["Type"] == "DOCUMENT")
+    excerpt = top["DocumentExcerpt"]
+    highlighted = [
+        excerpt["Text"][h["BeginOffset"] : h["EndOffset"]].lower() for h in excerpt["Highlights"]
+    ]
+    assert any("directory" in h or "tree" in h for h in highlighted)
+    assert top["ScoreAttributes"]["ScoreConfidence"] in ("VERY_HIGH", "HIGH", "MEDIUM", "LOW")
+    answers = [item for item in result["ResultItems"] if item["Type"] == "ANSWER"]
+    assert answers and answers[0]["DocumentId"] == "shutil"
+    answer = answers[0]["AdditionalAttributes"][0]["Value"]["TextWithHighlightsValue"]
+    assert "rmtree" in answer["Text"] and answer["Highlights"][0]["TopAnswer"] is True
+    # Without a user context (ATTRIBUTE_FILTER policy) Kendra shows everything; with one, ACLs hold.
+    assert result["TotalNumberOfResults"] >= 2
+
+    # No word of this question is in the documents: only the embeddings can find the answer.
+    question = "remember earlier outputs so repeated invocations are quick"
+    assert ids(await search.query(index_id, question, RankingMode="KEYWORD")) == []
+    assert ids(await search.query(index_id, question, RankingMode="SEMANTIC"))[0] == "cache"
+    assert ids(await search.query(index_id, question))[0] == "cache"
+
+
+async def test_filters_facets_sorting_and_pagination(search: Search, unique: str) -> None:
+    index_id = await search.index(f"filters-{unique}")
+    await search.put(index_id, DOCS)
+    await search.settle(index_id, len(DOCS), embedded=False)
+    tutorial = await search.query(
+        index_id,
+        "sequence directory function",
+        AttributeFilter={"EqualsTo": {"Key": "_category", "Value": {"StringValue": "tutorial"}}},
+        RankingMode="KEYWORD",
+    )
+    assert ids(tutorial) == ["tutorial-loops"]
+    low = await search.query(
+        index_id,
+        "directory function sequence",
+        AttributeFilter={
+            "AndAllFilters": [
+                {"LessThanOrEquals": {"Key": "level", "Value": {"LongValue": 3}}},
+                {
+                    "NotFilter": {
+                        "ContainsAny": {"Key": "tags", "Value": {"StringListValue": ["files"]}}
+                    }
+                },
+            ]
+        },
+        RankingMode="KEYWORD",
+        Facets=[{"DocumentAttributeKey": "_category"}],
+        SortingConfiguration={"DocumentAttributeKey": "level", "SortOrder": "DESC"},
+    )
+    assert ids(low) == ["cache", "tutorial-loops"]
+    facets = {
+        pair["DocumentAttributeValue"]["StringValue"]: pair["Count"]
+        for pair in low["FacetResults"][0]["DocumentAttributeValueCountPairs"]
+    }
+    assert facets == {"library": 1, "tutorial": 1}
+    first = await search.query(
+        index_id, "directory sequence function", PageSize=1, RankingMode="KEYWORD"
+    )
+    second = await search.query(
+        index_id, "directory sequence function", PageSize=1, PageNumber=2, RankingMode="KEYWORD"
+    )
+    assert ids(first) and ids(second) and ids(first) != ids(second)
+
+    for body, problem in (
+        ({"QueryText": "x" * 1001}, "1000"),
+        (
+            {
+                "QueryText": "x",
+                "AttributeFilter": {"EqualsTo": {"Key": "colour", "Value": {"StringValue": "red"}}},
+            },
+            "colour",
+        ),
+        (
+            {
+                "QueryText": "x",
+                "AttributeFilter": {"GreaterThan": {"Key": "level", "Value": {"StringValue": "3"}}},
+            },
+            "level",
+        ),
+        (
+            {"QueryText": "x", "AttributeFilter": {"EqualsTo": {}, "NotFilter": {}}},
+            "AttributeFilter",
+        ),
+        ({"QueryText": "x", "Facets": [{"DocumentAttributeKey": "nope"}]}, "nope"),
+    ):
+        response = await search.http.post(
+            f"/v1/indexes/{index_id}/query", json=body, headers=search.auth()
+        )
+        assert response.status_code == 400, response.text
+        assert problem in response.text
+
+
+async def test_acl_never_leaks(search: Search, unique: str) -> None:
+    index_id = await search.index(f"acl-{unique}", UserContextPolicy="USER_TOKEN")
+    await search.put(index_id, DOCS)
+    await search.settle(index_id, len(DOCS))
+    text = "directory tree acquisition plan"
+    board = {"UserId": "alice", "Groups": ["board"]}
+    mallory = {"UserId": "mallory", "Groups": ["board"]}
+    outsider = {"UserId": "bob", "Groups": ["staff"]}
+    facets = [{"DocumentAttributeKey": "_category"}]
+    allowed = await search.query(index_id, text, UserContext=board, Facets=facets)
+    assert "secret-plan" in ids(allowed)
+    for user in (mallory, outsider, None):
+        extra = {"UserContext": user} if user else {}
+        for mode in ("KEYWORD", "SEMANTIC", "HYBRID_RRF", "HYBRID_NORMALIZED"):
+            result = await search.query(index_id, text, Facets=facets, RankingMode=mode, **extra)
+            assert "secret-plan" not in str(result), (user, mode)
+            assert "confidential" not in str(result["FacetResults"])
+            assert result["TotalNumberOfResults"] <= 3
+        retrieved = await search.post(
+            f"/v1/indexes/{index_id}/retrieve", {"QueryText": text, **extra}
+        )
+        assert all(item["DocumentId"] != "secret-plan" for item in retrieved["ResultItems"])
+        suggested = await search.post(
+            f"/v1/indexes/{index_id}/suggestions",
+            {
+                "QueryText": "Board",
+                "SuggestionTypes": ["DOCUMENT_ATTRIBUTES"],
+                "AttributeSuggestionsConfig": {"UserContext": user} if user else {},
+            },
+        )
+        assert suggested["Suggestions"] == []
+    board_suggestions = await search.post(
+        f"/v1/indexes/{index_id}/suggestions",
+        {
+            "QueryText": "Board",
+            "SuggestionTypes": ["DOCUMENT_ATTRIBUTES"],
+            "AttributeSuggestionsConfig": {"UserContext": board},
+        },
+    )
+    assert [s["Value"]["Text"]["Text"] for s in board_suggestions["Suggestions"]] == [
+        "Board secret: acquisition plan"
+    ]
+
+
+async def test_updates_deletes_faq_feedback_and_suggestions(search: Search, unique: str) -> None:
+    index_id = await search.index(f"life-{unique}")
+    await search.put(index_id, DOCS[:2])
+    await search.settle(index_id, 2, embedded=False)
+    changed = {**DOCS[1], "Text": "Nothing here about folders any more: only zebras and giraffes."}
+    await search.put(index_id, [changed])
+    await search.post(f"/v1/indexes/{index_id}/documents/delete", {"DocumentIdList": ["cache"]})
+    await search.settle(index_id, 1, embedded=False)
+    assert ids(await search.query(index_id, "rmtree directory", RankingMode="KEYWORD")) == []
+    assert ids(await search.query(index_id, "zebras", RankingMode="KEYWORD")) == ["shutil"]
+
+    upload = await search.http.put(
+        f"/v1/index-uploads/faq-{unique}.csv",
+        content=b"How do I reset my password?,Open Settings and choose Reset password.,https://help.example/reset\n"
+        b"Where is the office?,At 1 Main Street.\n",
+        headers=search.auth(),
+    )
+    assert upload.status_code == 200, upload.text
+    faq = await search.post(
+        f"/v1/indexes/{index_id}/faqs", {"Name": "help", "S3Path": upload.json()["S3Path"]}, 201
+    )
+    listed = (await search.http.get(f"/v1/indexes/{index_id}/faqs", headers=search.auth())).json()
+    assert [f["Id"] for f in listed["FaqSummaryItems"]] == [faq["Id"]]
+    for _ in range(100):
+        described = await search.describe(index_id)
+        if described["IndexStatistics"]["FaqStatistics"]["IndexedQuestionAnswersCount"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    answered = await search.query(index_id, "how can I reset my password")
+    qa = [item for item in answered["ResultItems"] if item["Type"] == "QUESTION_ANSWER"]
+    assert (
+        qa
+        and "Reset password"
+        in qa[0]["AdditionalAttributes"][1]["Value"]["TextWithHighlightsValue"]["Text"]
+    )
+
+    for user in ("u1", "u2", "u3"):
+        await search.query(
+            index_id, "zebras in the savanna", VisitorId=user, UserContext={"UserId": user}
+        )
+    await search.put(index_id, []) if False else None
+    result = await search.query(index_id, "zebras", UserContext={"UserId": "u1"})
+    doc_item = next(item for item in result["ResultItems"] if item["Type"] == "DOCUMENT")
+    await search.post(
+        f"/v1/indexes/{index_id}/feedback",
+        {
+            "QueryId": result["QueryId"],
+            "ClickFeedbackItems": [{"ResultId": doc_item["Id"], "ClickTime": 1_700_000_000}],
+            "RelevanceFeedbackItems": [{"ResultId": doc_item["Id"], "RelevanceValue": "RELEVANT"}],
+        },
+    )
+    for _ in range(100):
+        report = (
+            await search.http.get(f"/v1/indexes/{index_id}/feedback", headers=search.auth())
+        ).json()
+        if report["Documents"]:
+            break
+        await asyncio.sleep(0.05)
+    assert report["Documents"] == [
+        {"DocumentId": "shutil", "Clicks": 1, "Relevant": 1, "NotRelevant": 0}
+    ]
+    bad = await search.http.post(
+        f"/v1/indexes/{index_id}/feedback",
+        json={
+            "QueryId": result["QueryId"],
+            "ClickFeedbackItems": [{"ResultId": "forged", "ClickTime": 1}],
+        },
+        headers=search.auth(),
+    )
+    assert bad.status_code == 400
+
+    await search.http.put(
+        f"/v1/indexes/{index_id}/suggestions/config",
+        json={"MinimumNumberOfQueryingUsers": 3, "BlockList": ["giraffes"]},
+        headers=search.auth(),
+    )
+    for _ in range(100):
+        suggested = await search.post(f"/v1/indexes/{index_id}/suggestions", {"QueryText": "zeb"})
+        if suggested["Suggestions"]:
+            break
+        await asyncio.sleep(0.05)
+    texts = [s["Value"]["Text"]["Text"] for s in suggested["Suggestions"]]
+    assert texts == ["zebras in the savanna"]
+    assert suggested["Suggestions"][0]["Value"]["Text"]["Highlights"] == [
+        {"BeginOffset": 0, "EndOffset": 3}
+    ]
+
+
+async def test_boto3_kendra_client(search: Search, unique: str) -> None:
+    # boto3 blocks: it runs on a thread while the services answer on this event loop.
+    await asyncio.to_thread(_exercise_kendra, search, unique)
+
+
+def _exercise_kendra(search: Search, unique: str) -> None:
+    kendra = search.kendra()
+    created = kendra.create_index(Name=f"boto-{unique}", RoleArn="arn:aws:iam::000000000000:role/k")
+    index_id = created["Id"]
+    described = kendra.describe_index(Id=index_id)
+    assert described["Status"] == "ACTIVE" and described["Name"] == f"boto-{unique}"
+    assert index_id in [i["Id"] for i in kendra.list_indices()["IndexConfigurationSummaryItems"]]
+    put = kendra.batch_put_document(
+        IndexId=index_id,
+        Documents=[
+            {
+                "Id": "html-1",
+                "Title": "Gardening",
+                "Blob": b"<html><body><main><h1>Tomatoes</h1><p>Water tomatoes deeply twice a week.</p></main></body></html>",
+                "ContentType": "HTML",
+                "Attributes": [
+                    {
+                        "Key": "_source_uri",
+                        "Value": {"StringValue": "https://garden.example/tomatoes"},
+                    }
+                ],
+            }
+        ],
+    )
+    assert put["FailedDocuments"] == []
+    for _ in range(200):
+        stats = kendra.describe_index(Id=index_id)["IndexStatistics"]["TextDocumentStatistics"]
+        if stats["IndexedTextDocumentsCount"] == 1:
+            break
+        time.sleep(0.05)
+    result = kendra.query(IndexId=index_id, QueryText="how often to water tomatoes")
+    documents = [item for item in result["ResultItems"] if item["Type"] == "DOCUMENT"]
+    assert documents[0]["DocumentId"] == "html-1"
+    assert documents[0]["DocumentURI"] == "https://garden.example/tomatoes"
+    retrieved = kendra.retrieve(IndexId=index_id, QueryText="water tomatoes")
+    assert "twice a week" in retrieved["ResultItems"][0]["Content"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        kendra.query(IndexId=index_id, QueryText="x" * 1001)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        kendra.describe_index(Id="0" * 36)
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    kendra.batch_delete_document(IndexId=index_id, DocumentIdList=["html-1"])
+    kendra.delete_index(Id=index_id)
+    with pytest.raises(botocore.exceptions.ClientError):
+        kendra.describe_index(Id=index_id)
+
+
+async def test_cli_search(
+    search: Search, unique: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trellis import cli
+
+    index_id = await search.index(f"cli-{unique}")
+    await search.put(index_id, DOCS)
+    await search.settle(index_id, len(DOCS), embedded=False)
+    monkeypatch.setenv("TRELLIS_GATEWAY_URL", search.url)
+    monkeypatch.setenv("TRELLIS_API_KEY", search.key)
+    code = await asyncio.to_thread(
+        cli.main,
+        ["search", "delete a directory tree", "--index", f"cli-{unique}", "--mode", "KEYWORD"],
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.index("shutil: high-level file operations") < out.index("matching documents")
+    assert "Board secret" in out  # no user context on an ATTRIBUTE_FILTER index: Kendra shows all
+    code = await asyncio.to_thread(
+        cli.main,
+        ["search", "acquisition plan", "--index", index_id, "--user", "bob", "--mode", "KEYWORD"],
+    )
+    assert code == 0 and "Board secret" not in capsys.readouterr().out
+    assert await asyncio.to_thread(cli.main, ["search", "x", "--index", "no-such-index"]) == 2
