@@ -109,6 +109,7 @@ FRAUD_UPLOADS = "fraud_uploads"  # object store: event files uploaded through th
 UPLOADS_LOCATION = "s3://trellis-uploads/"  # how AFD requests name an uploaded object
 
 INDEX_UPLOADS = "index_uploads"  # object store: FAQ files uploaded through the gateway
+INDEX_SNAPSHOTS = "index_snapshots"  # object store: <snapshot id>/<index id>.{json.gz,npy}
 
 STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS, DOCUMENTS, INDEX_ACTIVITY)
 BUCKETS: tuple[BucketSpec, ...] = (

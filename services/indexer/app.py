@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from contracts import subjects, topology
 from contracts.index import KENDRA_OPERATIONS, ListIndexesRequest
 from runtime.bus import Bus
+from runtime.errors import NotFound
 from runtime.kv import ResourceStore
 from runtime.object_store import open_object_store
 from runtime.service import Service
@@ -13,10 +18,12 @@ from runtime.topology import ensure_bucket, ensure_stream
 from runtime.view import StreamView
 from services.indexer.adapters.embedder import BusEmbedder, Embedder, LocalEmbedder
 from services.indexer.config import Settings
-from services.indexer.domain.indexes import FaqRecord, Index
+from services.indexer.domain.indexes import FaqRecord, Index, SnapshotManifest
 from services.indexer.handlers import IndexerHandlers, kendra_handler
 from services.indexer.operations import IndexOperations
 from services.indexer.replica import Replica
+
+log = logging.getLogger("trellis.indexer")
 
 
 async def build(
@@ -61,11 +68,52 @@ async def build(
     handlers = IndexerHandlers(indexes)
     service.handle(subjects.INDEX_LIST_INDEXES, ListIndexesRequest, handlers.list_indexes)
 
+    snapshots = ResourceStore(bucket, SnapshotManifest, "snapshot", prefix="snapshot.")
+    snapshot_store = await open_object_store(
+        bus.js, topology.INDEX_SNAPSHOTS, "Index snapshots: documents and embeddings", replicas
+    )
+
     async def run_views() -> None:
-        await documents.start(0)
+        start = 0
+        try:
+            manifest = (await snapshots.get("latest")).value
+        except NotFound:
+            manifest = None
+        if manifest is not None:
+            # Restore the snapshot, then replay only the tail of the log after it.
+            try:
+                await replica.restore(snapshot_store, manifest)
+                start = manifest.sequence
+                log.info("restored snapshot %s at sequence %d", manifest.id, start)
+            except Exception:  # an unreadable snapshot costs time, never correctness
+                log.exception("snapshot %s unusable; replaying the whole log", manifest.id)
+                replica.reset()
+        await documents.start(start)
         await activity.start(0)
 
+    async def snapshot_loop() -> None:
+        while True:
+            await asyncio.sleep(settings.snapshot_interval_s)
+            try:
+                previous: SnapshotManifest | None = (await snapshots.get("latest")).value
+            except NotFound:
+                previous = None
+            latest = previous.sequence if previous else 0
+            if documents.applied - latest < settings.snapshot_min_messages:
+                continue
+            manifest = await replica.snapshot(
+                snapshot_store, documents.applied, by=service.instance_id
+            )
+            await snapshots.put("latest", manifest)
+            log.info("snapshot %s at sequence %d", manifest.id, manifest.sequence)
+            if previous is not None:
+                for index_id in previous.indexes:
+                    for suffix in (".json.gz", ".npy"):
+                        with contextlib.suppress(Exception):
+                            await snapshot_store.delete(f"{previous.id}/{index_id}{suffix}")
+
     service.background(run_views)
+    service.background(snapshot_loop)
     service.background(lambda: replica.commit_loop(settings.commit_interval_s))
     service.background(replica.embed_loop)
     service.describe(

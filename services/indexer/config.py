@@ -30,3 +30,13 @@ class Settings(ServiceSettings):
     commit_interval_s: float = Field(
         default=0.2, gt=0, le=60, description="How often applied documents become searchable."
     )
+    snapshot_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How often a replica considers writing a snapshot of its indexes.",
+    )
+    snapshot_min_messages: int = Field(
+        default=1000,
+        ge=1,
+        description="DOCUMENTS messages applied since the latest snapshot before a new one is due.",
+    )

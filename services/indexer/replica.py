@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
+import json
 import logging
 import shutil
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from nats.aio.msg import Msg
+from nats.js.object_store import ObjectStore
 
 from contracts import subjects, topology
 from contracts.index import (
@@ -18,6 +25,7 @@ from contracts.index import (
     DocumentModified,
     DocumentSubmitted,
     DocumentWithdrawn,
+    FaqEntry,
     FaqLoaded,
     FaqRemoved,
     FeedbackSubmitted,
@@ -28,6 +36,7 @@ from runtime import codec
 from runtime.bus import Bus
 from runtime.errors import TrellisError
 from services.indexer.adapters.embedder import Embedder
+from services.indexer.domain.indexes import SnapshotManifest
 from services.indexer.domain.suggestions import QueryLog
 from services.indexer.shard import IndexShard
 
@@ -180,7 +189,10 @@ class Replica:
             for shard in list(self.shards.values()):
                 if shard.keyword.dirty or shard.searchable_documents < len(shard.table):
                     # On the loop, not a thread: the tantivy writer takes one caller at a time.
-                    shard.commit()
+                    try:
+                        shard.commit()
+                    except Exception:  # a failed commit is retried next round; never stop
+                        log.exception("commit of index %s failed", shard.index_id)
 
     async def embed_loop(self) -> None:
         """Embed passages and FAQ questions as they arrive; back off while inference is away."""
@@ -216,6 +228,55 @@ class Replica:
                 log.warning("embedding failed (retrying in %.1f s): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def snapshot(self, store: ObjectStore, sequence: int, by: str) -> SnapshotManifest:
+        """Write every shard as of `sequence` (the caller reads it with no await in between)."""
+        exports = {
+            index_id: (shard.export(), shard.export_faqs())
+            for index_id, shard in self.shards.items()
+        }
+        manifest = SnapshotManifest(
+            id=uuid.uuid4().hex,
+            sequence=sequence,
+            created_at=datetime.now(UTC),
+            indexes=sorted(exports),
+            by=by,
+        )
+        for index_id, ((documents, vectors, keys), faqs) in exports.items():
+            body = {"documents": documents, "keys": keys, "faqs": faqs}
+            packed = await asyncio.to_thread(gzip.compress, json.dumps(body).encode(), 6)
+            await store.put(f"{manifest.id}/{index_id}.json.gz", packed)
+            buffer = io.BytesIO()
+            np.save(buffer, vectors.astype(np.float32), allow_pickle=False)
+            await store.put(f"{manifest.id}/{index_id}.npy", buffer.getvalue())
+        return manifest
+
+    async def restore(self, store: ObjectStore, manifest: SnapshotManifest) -> None:
+        for index_id in manifest.indexes:
+            packed = (await store.get(f"{manifest.id}/{index_id}.json.gz")).data or b""
+            body = json.loads(await asyncio.to_thread(gzip.decompress, packed))
+            raw = (await store.get(f"{manifest.id}/{index_id}.npy")).data or b""
+            vectors = np.load(io.BytesIO(raw), allow_pickle=False)
+            shard = self.shard(index_id)
+            keys = [(str(doc), int(i)) for doc, i in body["keys"]]
+            # On the loop: the shard's tantivy writer must not be shared with the commit loop.
+            shard.restore(body["documents"], vectors, keys)
+            for faq_id, faq in body["faqs"].items():
+                vectors_of = faq.get("vectors")
+                shard.set_faq(
+                    faq_id,
+                    [FaqEntry.model_validate(e) for e in faq["entries"]],
+                    np.asarray(vectors_of, np.float32) if vectors_of is not None else None,
+                )
+        self._wake.set()
+
+    def reset(self) -> None:
+        """Forget every shard (a failed restore): the log is replayed from its start."""
+        for shard in self.shards.values():
+            shard.destroy()
+        self.shards.clear()
 
     def close(self) -> None:
         for shard in self.shards.values():

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,8 @@ class IndexShard:
         self._uncommitted: set[int] = set()
         self.pending_vectors: dict[int, None] = {}  # pids awaiting embeddings, in order
         self.faqs: dict[str, list[FaqEntry]] = {}
+        # What each document was indexed from: snapshots carry it, not the derived state.
+        self.sources: dict[int, tuple[SourceDocument, datetime]] = {}
         self._faq_vectors: dict[str, np.ndarray] = {}
 
     # -- writes ----------------------------------------------------------------------------
@@ -114,6 +117,7 @@ class IndexShard:
             # The embedding sees the title too: a passage often relies on it for its subject.
             self._passage_text[pid] = p.text
             self.pending_vectors[pid] = None
+        self.sources[ordinal] = (doc, at)
         self.documents[ordinal] = DocumentInfo(
             doc.document_id, doc.title, doc.uri, pids, len(doc.text.encode())
         )
@@ -127,6 +131,7 @@ class IndexShard:
         self._drop_passages(ordinal)
         self.table.delete(document_id)
         self.documents.pop(ordinal, None)
+        self.sources.pop(ordinal, None)
         self._uncommitted.discard(ordinal)
         return True
 
@@ -195,6 +200,52 @@ class IndexShard:
     def drop_faq(self, faq_id: str) -> None:
         self.faqs.pop(faq_id, None)
         self._faq_vectors.pop(faq_id, None)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def export(self) -> tuple[list[dict[str, Any]], np.ndarray, list[tuple[str, int]]]:
+        """Documents in ordinal order, and the embeddings made so far keyed by (document, passage)."""
+        documents = [
+            {"at": at.isoformat(), "document": doc.model_dump(mode="json")}
+            for _, (doc, at) in sorted(self.sources.items())
+        ]
+        keys: list[tuple[str, int]] = []
+        pids: list[int] = []
+        for ordinal in sorted(self.sources):
+            info = self.documents[ordinal]
+            for i, pid in enumerate(info.pids):
+                if self.vectors.has(pid):
+                    keys.append((info.document_id, i))
+                    pids.append(pid)
+        return documents, self.vectors.get(pids), keys
+
+    def export_faqs(self) -> dict[str, dict[str, Any]]:
+        return {
+            faq_id: {
+                "entries": [e.model_dump() for e in entries],
+                "vectors": self._faq_vectors[faq_id].tolist()
+                if faq_id in self._faq_vectors
+                else None,
+            }
+            for faq_id, entries in self.faqs.items()
+        }
+
+    def restore(
+        self, documents: list[dict[str, Any]], vectors: np.ndarray, keys: list[tuple[str, int]]
+    ) -> None:
+        """Rebuild from an export: documents are re-chunked and re-indexed, embeddings reused."""
+        for entry in documents:
+            self.put(
+                SourceDocument.model_validate(entry["document"]),
+                datetime.fromisoformat(entry["at"]),
+            )
+        pids = []
+        for document_id, i in keys:
+            ordinal = self.table.ordinal(document_id)
+            pids.append(self.documents[ordinal].pids[i] if ordinal is not None else -1)
+        known = [k for k, pid in enumerate(pids) if pid >= 0]
+        self.add_vectors([pids[k] for k in known], vectors[known])
+        self.commit()
 
     # -- embeddings ------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ embeddings, the gateway, and boto3's kendra client unchanged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from runtime.bus import Bus
+from runtime.errors import NotFound
 from runtime.service import Service
 from runtime.settings import SharedSettings
 from services.gateway.adapters.bootstrap import load_or_create_credentials
@@ -480,3 +482,96 @@ async def test_cli_search(
     )
     assert code == 0 and "Board secret" not in capsys.readouterr().out
     assert await asyncio.to_thread(cli.main, ["search", "x", "--index", "no-such-index"]) == 2
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Any) -> Any:
+        self.texts.extend(texts)
+        return await self.inner.embed(texts)
+
+
+async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
+    nats_url: str, tmp_path: Path, embedder: LocalEmbedder, unique: str
+) -> None:
+    from contracts import subjects, topology
+    from contracts.index import DocumentAdded, SourceDocument
+    from runtime.kv import ResourceStore
+    from runtime.topology import ensure_bucket
+    from services.indexer.domain.indexes import SnapshotManifest
+
+    shared = SharedSettings(data_dir=tmp_path / "a")
+    bus = await Bus.connect(nats_url, source="indexer")
+    bucket = await ensure_bucket(bus.js, topology.INDEX_INDEXES)
+    snapshots = ResourceStore(bucket, SnapshotManifest, "snapshot", prefix="snapshot.")
+    first = await build_indexer(
+        bus,
+        IndexerSettings(commit_interval_s=0.05, snapshot_interval_s=0.2, snapshot_min_messages=1),
+        shared,
+        embedder=embedder,
+    )
+    await first.start()
+    credentials = load_or_create_credentials(shared.data_dir, BootstrapSettings())
+    gateway_bus = await Bus.connect(nats_url, source="gateway")
+    async with serving_gateway(gateway_bus, shared, request_timeout_s=20) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            search = Search(http, credentials.api_key, url, first, "", "")
+            index_id = await search.index(f"snap-{unique}")
+            await search.put(index_id, DOCS[:3])
+            await search.settle(index_id, 3)
+            covered: list[str] = []
+            for _ in range(200):
+                with contextlib.suppress(NotFound):
+                    covered = (await snapshots.get("latest")).value.indexes
+                if index_id in covered:
+                    break
+                await asyncio.sleep(0.05)
+            assert index_id in covered
+            await first.stop()
+            # The tail: a page the crawler found while no replica ran (straight onto the log).
+            await bus.emit(
+                subjects.CRAWL_DOCUMENT_ADDED,
+                DocumentAdded(
+                    document=SourceDocument(
+                        index_id=index_id,
+                        document_id="tail",
+                        title="Rottnest",
+                        text="Quokkas are small marsupials of Rottnest.",
+                        uri="https://rottnest.example/",
+                    )
+                ),
+            )
+
+            counting = CountingEmbedder(embedder)
+            second = await build_indexer(
+                bus,
+                IndexerSettings(commit_interval_s=0.05),
+                SharedSettings(data_dir=tmp_path / "b"),
+                embedder=counting,
+            )
+            await second.start()
+            search.indexer = second
+            await search.settle(index_id, 4)
+            # Only the tail was embedded again (and the queries below); the snapshot's vectors were reused.
+            assert counting.texts and all("Quokkas" in t for t in counting.texts)
+            assert ids(await search.query(index_id, "marsupials", RankingMode="KEYWORD")) == [
+                "tail"
+            ]
+            assert (
+                ids(
+                    await search.query(
+                        index_id,
+                        "remember earlier outputs so repeated invocations are quick",
+                        RankingMode="SEMANTIC",
+                    )
+                )[0]
+                == "cache"
+            )
+            await second.stop()
+    await gateway_bus.close()
+    await bus.close()

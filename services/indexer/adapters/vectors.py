@@ -44,6 +44,13 @@ class VectorIndex:
     def has(self, pid: int) -> bool:
         return pid < len(self._present) and bool(self._present[pid])
 
+    def get(self, pids: list[int]) -> np.ndarray:
+        return (
+            self._vectors[np.asarray(pids, np.int64)]
+            if pids
+            else np.zeros((0, self.dim), np.float32)
+        )
+
     def add(self, pids: np.ndarray, vectors: np.ndarray) -> None:
         if len(pids) == 0:
             return

@@ -91,3 +91,13 @@ class FaqRecord(BaseModel):
         if self.description is not None:
             out["Description"] = self.description
         return out
+
+
+class SnapshotManifest(BaseModel):
+    """The latest snapshot of every index: a new replica restores it and replays what follows."""
+
+    id: str
+    sequence: int  # last DOCUMENTS sequence the snapshot includes
+    created_at: datetime
+    indexes: list[str] = Field(default_factory=list)
+    by: str = ""
