@@ -31,7 +31,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from bench.common import nats_server_version, package_version
+from bench.common import nats_server_version, package_version, process_cpu_s
 from contracts.envelope import EnvelopeMeta, Message, new_message_id
 from contracts.topology import StreamSpec
 from runtime import codec
@@ -259,15 +259,6 @@ def workloads(window: int, concurrency: int) -> tuple[Workload, ...]:
 
 
 ServerCpu = Callable[[], float | None]
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds of another process, from /proc (None where that is unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 async def measure(

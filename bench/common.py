@@ -1,8 +1,9 @@
-"""What every benchmark records about the machine it ran on."""
+"""What every benchmark records about the machine it ran on, and how busy it was."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -38,3 +39,19 @@ def nats_server_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return f"unknown ({exc})"
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User+system CPU seconds of a process (all threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

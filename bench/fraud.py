@@ -11,10 +11,7 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,13 +36,12 @@ import numpy.typing as npt
 import onnxruntime as ort
 import polars as pl
 
-from bench.common import cpu_model, nats_server_version, package_version
+from bench.common import cpu_model, loadavg, nats_server_version, package_version, process_cpu_s
+from bench.launch import Platform
 from contracts import subjects, topology
 from contracts.fraud import FraudResult, GetEventPrediction
 from contracts.inference import InferReply, InferRequest
-from contracts.system import PingReply, PingRequest
 from runtime.bus import Bus
-from runtime.embedded_nats import EmbeddedNats
 from services.fraud.adapters import charts, onnx_export
 from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.domain import diagnostics, metrics, model_training, validation
@@ -55,7 +51,6 @@ from services.fraud.domain.model_training import TrainingOutcome, run_training
 from services.fraud.domain.rules import CompiledRule, compile_rule
 from services.fraud.domain.training import ScoreCalibration, TrainedModel
 from services.fraud.operations import Stores
-from trellis.cli import process_specs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "afd-samples"
@@ -516,160 +511,7 @@ def bench_scoring(
 # -- the platform, as subprocesses -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds of a process (all threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 SERVICES = ("fraud", "inference", "gateway")
-
-
-class Platform:
-    """nats-server plus the fraud, inference and gateway services, each its own process.
-
-    The processes are started with exactly the commands `trellis up` uses (trellis.cli
-    process_specs); the other back-end services are left out, and the inference service does not
-    register its default MiniLM model.
-    """
-
-    def __init__(self, root: Path, training_threads: int | None = None) -> None:
-        self.root = root
-        self.training_threads = training_threads
-        self.data_dir = root / "data"
-        self.logs = root / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.nats = EmbeddedNats(root / "nats", port=0)
-        self.url = ""
-        self.port = free_port()
-        self.http_url = f"http://127.0.0.1:{self.port}"
-        self.api_key = f"tra_{secrets.token_urlsafe(32)}"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    @property
-    def imports(self) -> Path:
-        return self.data_dir / "fraud" / "imports"
-
-    def start_nats(self) -> str:
-        self.url = self.nats.start()
-        return self.url
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "TRELLIS_NATS_URL": self.url,
-            "TRELLIS_DATA_DIR": str(self.data_dir),
-            "TRELLIS_LOG_LEVEL": "WARNING",
-            "TRELLIS_GATEWAY_HOST": "127.0.0.1",
-            "TRELLIS_GATEWAY_PORT": str(self.port),
-            "TRELLIS_ADMIN_API_KEY": self.api_key,
-            "TRELLIS_INFERENCE_DEFAULT_MODELS": "false",
-            **(
-                {"TRELLIS_FRAUD_TRAINING_THREADS": str(self.training_threads)}
-                if self.training_threads is not None
-                else {}
-            ),
-        }
-
-    def start(self, name: str, argv: list[str] | None = None) -> None:
-        spec = next(s for s in process_specs(self.url, 0) if s.name == name)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                argv or spec.argv,
-                cwd=REPO_ROOT,
-                env={**self.env(), **spec.env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-
-    def stop(self, name: str, timeout_s: float = 30.0) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def close(self) -> None:
-        for name in ("gateway", "fraud", "inference"):
-            self.stop(name)
-        self.nats.stop()
-
-    def pids(self) -> dict[str, int]:
-        out = {name: proc.pid for name, proc in self.procs.items()}
-        if self.nats.process is not None:
-            out["nats-server"] = self.nats.process.pid
-        out["bench client"] = os.getpid()
-        return out
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.logs / f"{name}.log"
-        return (
-            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-            if path.exists()
-            else ""
-        )
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {proc.returncode}; its log:\n{self.log_tail(name)}"
-                )
-
-    async def wait_ready(
-        self, bus: Bus, http: httpx.AsyncClient, names: Sequence[str], timeout_s: float = 120.0
-    ) -> float:
-        began = time.perf_counter()
-        pending = list(names)
-        while pending:
-            self.check_alive()
-            if time.perf_counter() - began > timeout_s:
-                raise RuntimeError(f"not ready after {timeout_s:g}s: {pending}")
-            name = pending[0]
-            try:
-                if name == "gateway":
-                    ready = (await http.post("/v1/fraud/GetVariables", json={})).status_code == 200
-                else:
-                    await bus.request(
-                        subjects.ping(name), PingRequest(), PingReply, timeout_s=1.0, service=name
-                    )
-                    ready = True
-            except Exception:
-                ready = False
-            if ready:
-                pending.pop(0)
-            else:
-                await asyncio.sleep(0.2)
-        return time.perf_counter() - began
 
 
 class CpuMeter:
@@ -1241,7 +1083,17 @@ async def delete_kv_consumers(bus: Bus) -> int:
 async def bench_platform(
     args: argparse.Namespace, root: Path, training_csv: Path
 ) -> dict[str, Any]:
-    platform_ = Platform(root, training_threads=args.service_training_threads)
+    platform_ = Platform(
+        root,
+        env={
+            "TRELLIS_INFERENCE_DEFAULT_MODELS": "false",
+            **(
+                {"TRELLIS_FRAUD_TRAINING_THREADS": str(args.service_training_threads)}
+                if args.service_training_threads is not None
+                else {}
+            ),
+        },
+    )
     result: dict[str, Any] = {
         "loads": [],
         "restarts": [],
@@ -1278,7 +1130,9 @@ async def bench_platform(
             platform_.start(name)
         result["startup_s"] = await platform_.wait_ready(bus, http, SERVICES)
         print(f"platform ready in {result['startup_s']:.1f}s; setting up and training", flush=True)
-        result["setup"] = await set_up_registration(Afd(http), platform_.imports, training_csv)
+        result["setup"] = await set_up_registration(
+            Afd(http), platform_.data_dir / "fraud" / "imports", training_csv
+        )
         print(
             f"service-side training {result['setup']['training_wall_s']:.1f}s,"
             f" activation {result['setup']['activation_wall_s']:.1f}s",

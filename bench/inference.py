@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from bench.common import cpu_model, nats_server_version, package_version
+from bench.common import cpu_model, nats_server_version, package_version, process_cpu_s
 from contracts import subjects, topology
 from contracts.inference import (
     Batching,
@@ -516,15 +516,6 @@ def sweep_variants() -> list[Variant]:
     # What one would naively write for "no batching": enabled=False, default max_batch_size.
     grid.append(Variant("off-mbs64", Batching(enabled=False, max_batch_size=64, instances=1)))
     return grid
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds of another process, from /proc (None where that is unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def machine_busy_s() -> float | None:

@@ -79,7 +79,7 @@ class CreateIndex(KendraMessage):
     user_context_policy: Literal["ATTRIBUTE_FILTER", "USER_TOKEN"] = "ATTRIBUTE_FILTER"
     user_group_resolution_configuration: dict[str, Any] | None = None
     # Trellis extensions (REST only: boto3 refuses unknown parameters).
-    ranking_mode: RankingMode = "HYBRID_RRF"
+    ranking_mode: RankingMode = "HYBRID_NORMALIZED"
     documents_without_acl_visible: bool = True
 
 

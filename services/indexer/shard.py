@@ -21,12 +21,22 @@ from services.indexer.domain.ranking import (
     normalized_fusion,
     reciprocal_rank_fusion,
 )
-from services.indexer.domain.text import chunk_passages, query_terms
+from services.indexer.domain.text import Passage, chunk_passages, query_terms
 
 # An FAQ question answers the query from this similarity (cosine, or share of query terms).
 FAQ_MATCH = 0.7
-# Ranks fused per retriever: enough for 100 results after filtering and grouping by document.
-CANDIDATES = 200
+# Passages each retriever contributes to fusion: enough for 100 documents after grouping.
+KEYWORD_DEPTH = 1000
+DENSE_DEPTH = 300
+# How many keyword matches a filtered query reads at most to count and facet its results.
+ALL_MATCHES_CAP = 20_000
+# BM25 field boosts (body 1.0), measured on the Python documentation (docs/benchmarks.md):
+# the title and section headings are indexed with every passage, so a boost above 1 lets a
+# page's title outweigh the passage that answers.
+TITLE_BOOST = 0.5
+HEADINGS_BOOST = 0.5
+# Fusion weights (keyword, dense): MiniLM ranks questions better than BM25 (see benchmarks).
+FUSION_WEIGHTS = (0.5, 1.0)
 FILE_TYPES = {
     "PLAIN_TEXT": "PLAIN_TEXT",
     "HTML": "HTML",
@@ -107,10 +117,10 @@ class IndexShard:
         pids = list(range(self._next_pid, self._next_pid + len(passages)))
         self._next_pid += len(passages)
         self._grow(self._next_pid)
-        headings = " ".join(doc.headings)
+        sections = _section_headings(doc.text, doc.headings, passages)
         self.keyword.add(
-            KeywordPassage(pid, doc.title, headings, p.text)
-            for pid, p in zip(pids, passages, strict=True)
+            KeywordPassage(pid, doc.title, section, p.text)
+            for pid, p, section in zip(pids, passages, sections, strict=True)
         )
         for pid, p in zip(pids, passages, strict=True):
             self._passage_doc[pid] = ordinal
@@ -324,67 +334,85 @@ class IndexShard:
         dense: dict[int, float] = {}
         matched: set[int] = set()
         best_keyword = 0.0
+        matches = 0
+        restricted = not bool(doc_mask[: self.table.capacity][self.table.alive()].all())
         if mode != "SEMANTIC":
-            keyword, matched, best_keyword = self._keyword(
-                text, passage_mask, tuning, want_all_matches
+            keyword, matched, best_keyword, matches = self._keyword(
+                text, passage_mask, tuning, want_all_matches or restricted
             )
         if mode != "KEYWORD" and query_vector is not None and len(self.vectors):
-            pids, sims = self.vectors.search(query_vector, CANDIDATES, passage_mask)
+            pids, sims = self.vectors.search(query_vector, DENSE_DEPTH, passage_mask)
             dense = {int(p): float(s) for p, s in zip(pids, sims, strict=True)}
-        if mode == "KEYWORD":
-            fused = sorted(keyword.items(), key=lambda kv: (-kv[1], kv[0]))
-        elif mode == "SEMANTIC" or not keyword:
-            fused = sorted(dense.items(), key=lambda kv: (-kv[1], kv[0]))
-        elif mode == "HYBRID_NORMALIZED":
-            fused = normalized_fusion([keyword, dense])
+        if group_by_document:
+            hits = self._fuse_documents(keyword, dense, mode)
         else:
-            fused = reciprocal_rank_fusion(
-                [sorted(keyword, key=lambda p: -keyword[p]), sorted(dense, key=lambda p: -dense[p])]
-            )
-        hits = [
+            hits = self._fuse_passages(keyword, dense, mode)
+        hits = self._tune(hits, tuning, now or datetime.now(UTC))
+        matched_docs = {int(self._passage_doc[p]) for p in matched} | {h.ordinal for h in hits}
+        if restricted or matches <= len(matched):
+            # Counted from visible matches only: a total must not reveal what a user may not see.
+            total = len(matched_docs)
+        else:
+            # More passages match than were read: estimate the documents they belong to.
+            read_docs = len({int(self._passage_doc[p]) for p in matched}) or 1
+            total = max(len(matched_docs), round(read_docs * matches / max(len(matched), 1)))
+        matched_docs = {int(self._passage_doc[p]) for p in matched} | {h.ordinal for h in hits}
+        return SearchOutcome(hits, total, best_keyword, np.fromiter(sorted(matched_docs), np.int64))
+
+    def _fuse_passages(
+        self, keyword: dict[int, float], dense: dict[int, float], mode: str
+    ) -> list[Hit]:
+        fused = _fuse(keyword, dense, mode)
+        return [
             Hit(pid, int(self._passage_doc[pid]), score, keyword.get(pid), dense.get(pid))
             for pid, score in fused
         ]
-        hits = self._tune(hits, tuning, now or datetime.now(UTC))
-        if group_by_document:
-            seen: set[int] = set()
-            grouped = []
-            for hit in hits:
-                if hit.ordinal not in seen:
-                    seen.add(hit.ordinal)
-                    grouped.append(hit)
-            hits = grouped
-        matched_docs = {int(self._passage_doc[p]) for p in matched} | {h.ordinal for h in hits}
-        if mode == "SEMANTIC" or (mode != "KEYWORD" and not keyword):
-            total = len({h.ordinal for h in hits})
-        else:
-            total = len(matched_docs)
-        return SearchOutcome(hits, total, best_keyword, np.fromiter(sorted(matched_docs), np.int64))
+
+    def _fuse_documents(
+        self, keyword: dict[int, float], dense: dict[int, float], mode: str
+    ) -> list[Hit]:
+        """Fuse document rankings (a document scores by its best passage in each retriever)."""
+        owners = self._passage_doc
+        by_keyword = _best_per_document(keyword, owners)
+        by_dense = _best_per_document(dense, owners)
+        fused = _fuse(
+            {o: score for o, (_, score) in by_keyword.items()},
+            {o: score for o, (_, score) in by_dense.items()},
+            mode,
+        )
+        hits = []
+        for ordinal, score in fused:
+            # The excerpt comes from the passage the embedding liked best, else the keyword one.
+            pid = (by_dense.get(ordinal) or by_keyword[ordinal])[0]
+            k, d = by_keyword.get(ordinal), by_dense.get(ordinal)
+            hits.append(Hit(pid, ordinal, score, k[1] if k else None, d[1] if d else None))
+        return hits
 
     def _keyword(
         self, text: str, passage_mask: np.ndarray, tuning: Tuning, want_all: bool
-    ) -> tuple[dict[int, float], set[int], float]:
+    ) -> tuple[dict[int, float], set[int], float, int]:
         boosts = {
-            "title": 2.0 * _weight(tuning.title_importance),
-            "headings": 1.5,
+            "title": TITLE_BOOST * _weight(tuning.title_importance),
+            "headings": HEADINGS_BOOST,
             "body": 1.0 * _weight(tuning.body_importance),
         }
-        limit = CANDIDATES
+        terms = " ".join(query_terms(text))
+        limit = KEYWORD_DEPTH
         while True:
-            pids, scores, count = self.keyword.search(text, limit, boosts=boosts)
+            pids, scores, count = self.keyword.search(terms, limit, boosts=boosts)
             keep = passage_mask[pids] if len(pids) else np.zeros(0, bool)
-            enough = keep.sum() >= CANDIDATES or len(pids) >= count
-            if (enough and not want_all) or len(pids) >= count:
+            enough = keep.sum() >= KEYWORD_DEPTH or len(pids) >= count
+            if (enough and not want_all) or len(pids) >= min(count, ALL_MATCHES_CAP):
                 break
-            # Filters or ACLs removed too many: look deeper, up to every match.
-            limit = min(count, limit * 8)
+            # Filters or ACLs removed too many, or every match is wanted: look deeper.
+            limit = min(count, limit * 8, ALL_MATCHES_CAP)
         kept_pids, kept_scores = pids[keep], scores[keep]
         best = float(kept_scores.max()) if len(kept_scores) else 0.0
         ranked = {
             int(p): float(s)
-            for p, s in zip(kept_pids[:CANDIDATES], kept_scores[:CANDIDATES], strict=True)
+            for p, s in zip(kept_pids[:KEYWORD_DEPTH], kept_scores[:KEYWORD_DEPTH], strict=True)
         }
-        return ranked, {int(p) for p in kept_pids}, best
+        return ranked, {int(p) for p in kept_pids}, best, count if len(pids) < count else len(pids)
 
     def _tune(self, hits: list[Hit], tuning: Tuning, now: datetime) -> list[Hit]:
         if not tuning.freshness and not tuning.value_importance:
@@ -436,6 +464,52 @@ class IndexShard:
 
     def destroy(self) -> None:
         self.keyword.destroy()
+
+
+def _section_headings(text: str, headings: Sequence[str], passages: Sequence[Passage]) -> list[str]:
+    """The headings a passage sits under: those inside it and the last one before it.
+
+    Only these are indexed with the passage: giving every passage all of its page's headings
+    lets a page with many matching headings outrank the passage that answers.
+    """
+    found: list[tuple[int, str]] = []
+    position = 0
+    for heading in headings:
+        at = text.find(heading, position)
+        if at >= 0:
+            found.append((at, heading))
+            position = at + len(heading)
+    sections = []
+    for passage in passages:
+        before = [h for at, h in found if at < passage.begin]
+        inside = [h for at, h in found if passage.begin <= at < passage.end]
+        sections.append(" ".join(before[-1:] + inside))
+    return sections
+
+
+def _best_per_document(
+    scores: dict[int, float], owners: np.ndarray
+) -> dict[int, tuple[int, float]]:
+    """Each document's best passage and its score."""
+    best: dict[int, tuple[int, float]] = {}
+    for pid, score in scores.items():
+        ordinal = int(owners[pid])
+        if ordinal not in best or score > best[ordinal][1]:
+            best[ordinal] = (pid, score)
+    return best
+
+
+def _fuse(keyword: dict[int, float], dense: dict[int, float], mode: str) -> list[tuple[int, float]]:
+    if mode == "KEYWORD" or not dense:
+        return sorted(keyword.items(), key=lambda kv: (-kv[1], kv[0]))
+    if mode == "SEMANTIC" or not keyword:
+        return sorted(dense.items(), key=lambda kv: (-kv[1], kv[0]))
+    if mode == "HYBRID_NORMALIZED":
+        return normalized_fusion([keyword, dense], weights=FUSION_WEIGHTS)
+    return reciprocal_rank_fusion(
+        [sorted(keyword, key=lambda p: -keyword[p]), sorted(dense, key=lambda p: -dense[p])],
+        weights=FUSION_WEIGHTS,
+    )
 
 
 def _weight(importance: int | None) -> float:

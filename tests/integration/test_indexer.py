@@ -522,7 +522,9 @@ async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             search = Search(http, credentials.api_key, url, first, "", "")
             index_id = await search.index(f"snap-{unique}")
-            await search.put(index_id, DOCS[:3])
+            # A marker in every text: other tests put the same documents into other indexes.
+            marker = f"marker{unique}"
+            await search.put(index_id, [{**d, "Text": f"{d['Text']} {marker}"} for d in DOCS[:3]])
             await search.settle(index_id, 3)
             covered: list[str] = []
             for _ in range(200):
@@ -557,8 +559,10 @@ async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
             await second.start()
             search.indexer = second
             await search.settle(index_id, 4)
-            # Only the tail was embedded again (and the queries below); the snapshot's vectors were reused.
-            assert counting.texts and all("Quokkas" in t for t in counting.texts)
+            # The tail was embedded; this index's snapshotted passages were not embedded again.
+            # (Other tests' documents share the log and may still have been pending.)
+            assert any("Quokkas" in t for t in counting.texts)
+            assert not any(marker in t for t in counting.texts)
             assert ids(await search.query(index_id, "marsupials", RankingMode="KEYWORD")) == [
                 "tail"
             ]

@@ -40,7 +40,7 @@ class Index(BaseModel):
     description: str | None = None
     role_arn: str | None = None
     user_context_policy: str = "ATTRIBUTE_FILTER"
-    ranking_mode: str = "HYBRID_RRF"
+    ranking_mode: str = "HYBRID_NORMALIZED"
     documents_without_acl_visible: bool = True
     # DocumentMetadataConfigurations in Kendra's JSON shape, by attribute name.
     metadata: dict[str, dict[str, Any]] = Field(default_factory=dict)
