@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import fraud, index, inference, subjects, system, topology
+from contracts import crawl, fraud, index, inference, subjects, system, topology
 from contracts.envelope import Message
 from contracts.errors import ErrorReply
 
@@ -63,6 +63,18 @@ def _kendra_operations() -> list[OperationDoc]:
     ]
 
 
+def _crawl_operations() -> list[OperationDoc]:
+    return [
+        OperationDoc(
+            subjects.crawl_operation(op.bus_operation),
+            op.request,
+            crawl.CrawlResult,
+            f"Kendra {op.name} (Kendra's request and response shapes).",
+        )
+        for op in crawl.CRAWL_OPERATIONS
+    ]
+
+
 def _index_events() -> list[EventDoc]:
     documents, activity = topology.DOCUMENTS.name, topology.INDEX_ACTIVITY.name
     return [
@@ -113,6 +125,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
     *_ping_operations(),
     *_fraud_operations(),
     *_kendra_operations(),
+    *_crawl_operations(),
     OperationDoc(
         subjects.HEALTH_POLL,
         system.HealthPoll,
@@ -178,6 +191,12 @@ OPERATIONS: tuple[OperationDoc, ...] = (
 
 EVENTS: tuple[EventDoc, ...] = (
     *_index_events(),
+    EventDoc(
+        subjects.CRAWL_FRONTIER_QUEUED,
+        crawl.FrontierUrl,
+        topology.CRAWL_FRONTIER.name,
+        "A URL waits to be fetched in a sync (a work queue shared by crawler replicas).",
+    ),
     EventDoc(
         subjects.FRAUD_EVENT_SENT,
         fraud.EventSent,

@@ -94,6 +94,14 @@ INDEX_FAQ_LOADED = event("index", "faq", "loaded")
 INDEX_FAQ_REMOVED = event("index", "faq", "removed")
 INDEX_INDEX_DROPPED = event("index", "index", "dropped")
 CRAWL_DOCUMENTS_ALL = "crawl.v1.document.*"
+CRAWL_FRONTIER_QUEUED = event("crawl", "frontier", "queued")
+
+
+def crawl_operation(name: str) -> str:
+    """`crawl.v1.<operation>` for a Kendra data source operation (`start_data_source_sync_job`)."""
+    return operation("crawl", name)
+
+
 INDEX_CONTENT_ALL = ("index.v1.document.*", "index.v1.faq.*", "index.v1.index.*")
 # Query activity: the query log (suggestions, feedback resolution) and feedback.
 INDEX_QUERY_LOGGED = event("index", "query", "logged")

@@ -16,6 +16,7 @@ class StreamSpec(BaseModel):
     max_age_s: float = 0.0  # 0 = keep forever
     max_bytes: int = -1
     duplicate_window_s: float = 120.0
+    work_queue: bool = False  # a message is removed once acked (a queue, not a log)
 
 
 class ConsumerSpec(BaseModel):
@@ -71,6 +72,34 @@ INDEX_ACTIVITY = StreamSpec(
     max_bytes=4 * 1024**3,
 )
 
+CRAWL_FRONTIER = StreamSpec(
+    name="CRAWL_FRONTIER",
+    subjects=(subjects.CRAWL_FRONTIER_QUEUED,),
+    description="URLs waiting to be fetched, for every running sync; crawler replicas share it.",
+    work_queue=True,
+)
+CRAWL_FRONTIER_CONSUMER = ConsumerSpec(
+    stream="CRAWL_FRONTIER",
+    durable="crawler-frontier",
+    filter_subject=subjects.CRAWL_FRONTIER_QUEUED,
+    ack_wait_s=120.0,
+    max_ack_pending=256,
+)
+CRAWL_SOURCES = BucketSpec(
+    name="crawl_sources",
+    description="Data sources (source.<id>) and their sync jobs (job.<source>.<sync>).",
+    history=5,
+)
+CRAWL_PAGES = BucketSpec(
+    name="crawl_pages",
+    description="What each source indexed per URL: content hash, ETag, Last-Modified, last sync.",
+)
+CRAWL_SEEN = BucketSpec(
+    name="crawl_seen",
+    description="URLs (and main-text hashes) a sync has already queued: the frontier's seen-set.",
+    ttl_s=7 * 24 * 3600,
+)
+
 SERVICE_REGISTRY = BucketSpec(
     name="trellis_services",
     description="One key per live service replica, refreshed by its heartbeat; expires when it dies.",
@@ -111,7 +140,13 @@ UPLOADS_LOCATION = "s3://trellis-uploads/"  # how AFD requests name an uploaded 
 INDEX_UPLOADS = "index_uploads"  # object store: FAQ files uploaded through the gateway
 INDEX_SNAPSHOTS = "index_snapshots"  # object store: <snapshot id>/<index id>.{json.gz,npy}
 
-STREAMS: tuple[StreamSpec, ...] = (DEAD_LETTERS, FRAUD_EVENTS, DOCUMENTS, INDEX_ACTIVITY)
+STREAMS: tuple[StreamSpec, ...] = (
+    DEAD_LETTERS,
+    FRAUD_EVENTS,
+    DOCUMENTS,
+    INDEX_ACTIVITY,
+    CRAWL_FRONTIER,
+)
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,
     GATEWAY_API_KEYS,

@@ -9,6 +9,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    RetentionPolicy,
     StorageType,
     StreamConfig,
 )
@@ -28,6 +29,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=spec.duplicate_window_s,
+        retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
     )
     try:
         await js.stream_info(spec.name)

@@ -26,7 +26,7 @@ from services.gateway.auth import AuthError
 from services.gateway.aws import fraud_detector, kendra
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
-from services.gateway.handlers import aws, fraud, indexes, keys, models, system
+from services.gateway.handlers import aws, data_sources, fraud, indexes, keys, models, system
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
 
@@ -101,6 +101,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(fraud.router)
     app.include_router(indexes.router)
     app.include_router(indexes.uploads)
+    app.include_router(data_sources.router)
     return app
 
 

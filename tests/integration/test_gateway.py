@@ -167,7 +167,9 @@ async def test_boto3_round_trip_and_aws_shaped_errors(platform: Platform) -> Non
     assert (await asyncio.to_thread(fraud.get_kms_encryption_key))["kmsKey"][
         "kmsEncryptionKeyArn"
     ] == ARN
-    assert (await asyncio.to_thread(kendra.list_indices))["IndexConfigurationSummaryItems"] == []
+    # Other tests' indexes may be listed (NATS is shared): the call itself is what is checked.
+    listed = (await asyncio.to_thread(kendra.list_indices))["IndexConfigurationSummaryItems"]
+    assert all(item["Status"] == "ACTIVE" for item in listed)
 
     def error_of(call: Any, **kwargs: Any) -> tuple[str, int]:
         try:

@@ -1,10 +1,11 @@
-"""Kendra operations on the AWS endpoint: ListIndices, and every operation of KENDRA_OPERATIONS."""
+"""Kendra operations on the AWS endpoint: the indexer's (indexes, documents, search) and the crawler's."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from contracts import subjects
+from contracts.crawl import CRAWL_OPERATIONS, CrawlResult
 from contracts.index import (
     KENDRA_OPERATIONS,
     IndexResult,
@@ -16,7 +17,9 @@ from services.gateway.aws.dispatcher import KENDRA, AwsCall, AwsOperations, Hand
 from services.gateway.aws.errors import validation
 
 # Trellis extensions that boto3 cannot send; refused on the AWS endpoint to keep it Kendra's.
-REST_ONLY = frozenset({"RankingMode", "DocumentsWithoutAclVisible", "BlockList", "Text"})
+REST_ONLY = frozenset(
+    {"RankingMode", "DocumentsWithoutAclVisible", "BlockList", "Text", "SyncMode"}
+)
 
 
 async def list_indices(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
@@ -53,16 +56,17 @@ async def list_indices(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def kendra_operation(operation: KendraOperation) -> Handler:
+def kendra_operation(
+    operation: KendraOperation, subject: str, reply: type[IndexResult | CrawlResult]
+) -> Handler:
     """Parse Kendra's input into the operation's contract, send it, return Kendra's output."""
-    subject = subjects.index_operation(operation.bus_operation)
 
     async def handle(call: AwsCall, body: dict[str, Any]) -> dict[str, Any]:
         extensions = REST_ONLY & set(body)
         if extensions:
             raise validation(f"unknown parameters {sorted(extensions)}")
         request = parse(operation.request, body)
-        result = await call.request(subject, request, IndexResult)
+        result = await call.request(subject, request, reply)
         return result.output
 
     return handle
@@ -73,4 +77,12 @@ def register(operations: AwsOperations) -> None:
     for operation in KENDRA_OPERATIONS:
         if operation.name == "DescribeFeedback":
             continue  # a Trellis report, REST only
-        operations.add(KENDRA, operation.name, "indexer", kendra_operation(operation))
+        subject = subjects.index_operation(operation.bus_operation)
+        operations.add(
+            KENDRA, operation.name, "indexer", kendra_operation(operation, subject, IndexResult)
+        )
+    for operation in CRAWL_OPERATIONS:
+        subject = subjects.crawl_operation(operation.bus_operation)
+        operations.add(
+            KENDRA, operation.name, "crawler", kendra_operation(operation, subject, CrawlResult)
+        )

@@ -1,0 +1,178 @@
+"""Per-host crawl rate limits: when each host may next be fetched, on an injected monotonic clock."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from runtime.errors import ValidationFailed
+
+MIN_URLS_PER_MINUTE = 1
+MAX_URLS_PER_MINUTE = 300
+WINDOW_S = 60.0
+# Callers often compute `now + wait`, which can land an ulp short of the due time.
+TOLERANCE_S = 1e-9
+
+
+def _check_rate(urls_per_minute: int) -> int:
+    if (
+        isinstance(urls_per_minute, bool)
+        or not isinstance(urls_per_minute, int)
+        or not MIN_URLS_PER_MINUTE <= urls_per_minute <= MAX_URLS_PER_MINUTE
+    ):
+        raise ValidationFailed(
+            f"urls per host per minute must be an integer from {MIN_URLS_PER_MINUTE} to "
+            f"{MAX_URLS_PER_MINUTE}, got {urls_per_minute!r}"
+        )
+    return urls_per_minute
+
+
+def _check_delay(delay_s: float | None) -> float | None:
+    if delay_s is None:
+        return None
+    if isinstance(delay_s, bool) or not math.isfinite(delay_s) or delay_s < 0:
+        raise ValidationFailed(
+            f"crawl delay must be a finite number of seconds >= 0, got {delay_s!r}"
+        )
+    return float(delay_s)
+
+
+class HostSchedule:
+    """Fetch starts for one host: at most `urls_per_minute` in any 60 s, evenly spaced.
+
+    Starts fall on slots `anchor + k * interval_s`. A caller that is late for a slot by less
+    than one interval keeps the phase, so polling jitter does not erode the rate; one later
+    than that has been idle and the schedule restarts from its start (missed slots are not
+    made up). Because a late start can sit close to the next punctual one, the last
+    `urls_per_minute` starts are also kept and the next is held until 60 s after the oldest.
+    """
+
+    def __init__(self, urls_per_minute: int, *, crawl_delay_s: float | None = None) -> None:
+        self.urls_per_minute = _check_rate(urls_per_minute)
+        self._crawl_delay_s = _check_delay(crawl_delay_s)
+        self._anchor: float | None = None
+        self._slot = 0
+        self._window: deque[float] = deque(maxlen=self.urls_per_minute)
+
+    @property
+    def crawl_delay_s(self) -> float | None:
+        return self._crawl_delay_s
+
+    @property
+    def interval_s(self) -> float:
+        return max(WINDOW_S / self.urls_per_minute, self._crawl_delay_s or 0.0)
+
+    def set_crawl_delay(self, delay_s: float | None) -> None:
+        """Change the robots.txt Crawl-delay; the new interval counts from the last slot."""
+        delay = _check_delay(delay_s)
+        if self._anchor is not None:
+            self._anchor = self._slot_time()
+            self._slot = 0
+        self._crawl_delay_s = delay
+
+    def _slot_time(self) -> float:
+        assert self._anchor is not None
+        return self._anchor + self._slot * self.interval_s
+
+    def due(self) -> float | None:
+        """When the next start is due regardless of `now`; None before the first start."""
+        if self._anchor is None:
+            return None
+        due = self._anchor + (self._slot + 1) * self.interval_s
+        if len(self._window) == self.urls_per_minute:
+            due = max(due, self._window[0] + WINDOW_S)
+        return due
+
+    def next_start(self, now: float) -> float:
+        due = self.due()
+        return now if due is None else max(due, now)
+
+    def started(self, now: float) -> None:
+        due = self.due()
+        if due is not None and now < due - TOLERANCE_S:
+            raise ValueError(f"start at {now:.6f} is before the next allowed start {due:.6f}")
+        at = now if due is None else max(now, due)
+        if self._anchor is None or at >= self._anchor + (self._slot + 2) * self.interval_s:
+            self._anchor = at
+            self._slot = 0
+        else:
+            self._slot += 1
+        self._window.append(at)
+
+    def idle(self, now: float) -> bool:
+        """True when this schedule no longer constrains anything (a fresh one would act alike)."""
+        if self._anchor is None:
+            return True
+        return now >= self._anchor + (self._slot + 2) * self.interval_s and (
+            not self._window or self._window[-1] + WINDOW_S <= now
+        )
+
+
+class Politeness:
+    """Many hosts: which host may start next, and when."""
+
+    def __init__(self, urls_per_minute: int) -> None:
+        self.urls_per_minute = _check_rate(urls_per_minute)
+        self._hosts: dict[str, HostSchedule] = {}
+        self._delays: dict[str, float] = {}
+
+    def _schedule(self, host: str) -> HostSchedule:
+        schedule = self._hosts.get(host)
+        if schedule is None:
+            schedule = HostSchedule(self.urls_per_minute, crawl_delay_s=self._delays.get(host))
+            self._hosts[host] = schedule
+        return schedule
+
+    def set_crawl_delay(self, host: str, delay_s: float | None) -> None:
+        delay = _check_delay(delay_s)
+        if delay is None:
+            self._delays.pop(host, None)
+        else:
+            self._delays[host] = delay
+        schedule = self._hosts.get(host)
+        if schedule is not None:
+            schedule.set_crawl_delay(delay)
+
+    def crawl_delay(self, host: str) -> float | None:
+        return self._delays.get(host)
+
+    def ready_at(self, host: str, now: float) -> float:
+        schedule = self._hosts.get(host)
+        return now if schedule is None else schedule.next_start(now)
+
+    def acquire(self, host: str, now: float) -> float:
+        """0.0 after recording a start if `host` may start now, else the seconds to wait."""
+        schedule = self._schedule(host)
+        ready = schedule.next_start(now)
+        if ready > now + TOLERANCE_S:
+            return ready - now
+        schedule.started(now)
+        return 0.0
+
+    def hosts_ready(self, hosts: Iterable[str], now: float) -> list[str]:
+        """The distinct `hosts` that may start now, the longest overdue first."""
+        ready: list[tuple[float, str]] = []
+        seen: set[str] = set()
+        for host in hosts:
+            if host in seen:
+                continue
+            seen.add(host)
+            schedule = self._hosts.get(host)
+            due = None if schedule is None else schedule.due()
+            if due is None:
+                ready.append((now, host))
+            elif due <= now + TOLERANCE_S:
+                ready.append((due, host))
+        ready.sort(key=lambda item: item[0])
+        return [host for _, host in ready]
+
+    def forget_idle(self, now: float) -> int:
+        """Drop the schedules of hosts that no longer constrain anything; returns how many."""
+        idle = [host for host, schedule in self._hosts.items() if schedule.idle(now)]
+        for host in idle:
+            del self._hosts[host]
+        return len(idle)
+
+    def __len__(self) -> int:
+        return len(self._hosts)

@@ -1,0 +1,485 @@
+"""Runs syncs: the durable frontier, robots and politeness, fetching, extraction, document events."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from contracts import subjects
+from contracts.crawl import FrontierUrl
+from contracts.envelope import EnvelopeMeta
+from contracts.index import DocumentAdded, DocumentDeleted, DocumentModified, SourceDocument
+from documents.extract import ExtractedDocument
+from documents.formats import extract_for
+from runtime.bus import Bus
+from runtime.cache import TtlCache
+from runtime.errors import NotFound, ValidationFailed
+from runtime.kv import ResourceStore
+from services.crawler.adapters.fetcher import Fetched, Fetcher
+from services.crawler.domain.networks import NetworkPolicy
+from services.crawler.domain.politeness import Politeness
+from services.crawler.domain.records import (
+    MAX_ERRORS,
+    DataSourceRecord,
+    KnownPage,
+    SyncError,
+    SyncJob,
+)
+from services.crawler.domain.robots import RobotsRules, parse_robots, robots_for_status
+from services.crawler.domain.settings import CrawlSettings, parse_web_crawler
+from services.crawler.domain.sitemaps import parse_sitemap
+from services.crawler.domain.sync import SyncStatus, deletions_allowed, transition
+from services.crawler.domain.urls import compile_filters, host_key, in_scope, normalize_url
+
+log = logging.getLogger("trellis.crawler")
+CONTENT_TYPES = {
+    "text/html": "HTML",
+    "application/xhtml+xml": "HTML",
+    "text/plain": "PLAIN_TEXT",
+    "text/markdown": "MD",
+    "text/x-markdown": "MD",
+    "application/json": "JSON",
+    "text/csv": "CSV",
+}
+DELETION_THRESHOLD = 0.15
+
+
+def url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:40]
+
+
+@dataclass
+class Outcome:
+    """What processing one frontier URL found: counters, new links, an error."""
+
+    counters: Counter[str]
+    links: list[str]
+    error: str | None = None
+
+
+class CrawlEngine:
+    def __init__(
+        self,
+        bus: Bus,
+        sources: ResourceStore[DataSourceRecord],
+        jobs: ResourceStore[SyncJob],
+        pages: KeyValue,
+        seen: KeyValue,
+        policy: NetworkPolicy,
+    ) -> None:
+        self.bus = bus
+        self.sources = sources
+        self.jobs = jobs
+        self.pages = pages
+        self.seen = seen
+        self.policy = policy
+        self._fetchers: dict[str, Fetcher] = {}
+        self._politeness: dict[str, Politeness] = {}
+        self._robots: dict[tuple[str, str], RobotsRules] = {}
+        self._job_cache = TtlCache(ttl_s=0.5)
+        self._source_cache = TtlCache(ttl_s=2.0)
+
+    def fetcher(self, settings: CrawlSettings) -> Fetcher:
+        fetcher = self._fetchers.get(settings.user_agent)
+        if fetcher is None:
+            fetcher = Fetcher(self.policy, user_agent=settings.user_agent)
+            self._fetchers[settings.user_agent] = fetcher
+        return fetcher
+
+    # -- starting ----------------------------------------------------------------------------
+
+    async def start(self, source: DataSourceRecord, mode: str) -> SyncJob:
+        settings = parse_web_crawler(source.configuration)
+        for existing in await self.jobs_of(source.id):
+            if existing.status in (SyncStatus.SYNCING, SyncStatus.SYNCING_INDEXING):
+                raise ValidationFailed(
+                    f"data source {source.id} is already syncing ({existing.id})"
+                )
+        job = SyncJob(
+            id=uuid.uuid4().hex,
+            source_id=source.id,
+            index_id=source.index_id,
+            mode=mode,
+            started_at=datetime.now(UTC),
+        )
+        entries = [(url, "page") for url in settings.seeds] + [
+            (url, "sitemap") for url in settings.sitemaps
+        ]
+        entries = [(url, kind) for url, kind in entries if await self._claim(job.id, url)]
+        job.queued = len(entries)
+        await self.jobs.create(f"{source.id}.{job.id}", job)
+        for url, kind in entries:
+            await self._emit(job, url, 1, kind)
+        if not entries:
+            await self._finish(job.id, source.id)
+        return job
+
+    async def jobs_of(self, source_id: str) -> list[SyncJob]:
+        store = ResourceStore(
+            self.jobs.kv, SyncJob, "sync job", prefix=f"{self.jobs.prefix}{source_id}."
+        )
+        return [v.value for v in await store.list()]
+
+    async def _claim(self, sync_id: str, url: str) -> bool:
+        """True the first time any replica sees `url` in this sync (the seen-set lives in KV)."""
+        try:
+            await self.seen.create(f"{sync_id}.{url_key(url)}", b"1")
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def _emit(self, job: SyncJob, url: str, depth: int, kind: str) -> None:
+        await self.bus.emit(
+            subjects.CRAWL_FRONTIER_QUEUED,
+            FrontierUrl(
+                source_id=job.source_id,
+                sync_id=job.id,
+                url=url,
+                depth=depth,
+                kind="sitemap" if kind == "sitemap" else "page",
+                queued_at=datetime.now(UTC),
+            ),
+        )
+
+    # -- one frontier URL ------------------------------------------------------------------
+
+    async def handle(self, item: FrontierUrl, _: EnvelopeMeta) -> None:
+        key = f"{item.source_id}.{item.sync_id}"
+        try:
+            job: SyncJob = await self._job_cache.get(key, lambda: self._job(key))
+            source: DataSourceRecord = await self._source_cache.get(
+                item.source_id, lambda: self._source(item.source_id)
+            )
+        except NotFound:
+            return  # the source or its job was deleted: drop what is left of its frontier
+        if job.status != SyncStatus.SYNCING:
+            return  # stopped or finished: the rest of its frontier is dropped
+        settings = parse_web_crawler(source.configuration)
+        outcome = await self._process(item, job, source, settings)
+        fresh: list[str] = []
+        if item.depth < max(settings.depth, 1):
+            for link in outcome.links[: settings.max_links_per_page]:
+                if await self._claim(job.id, link):
+                    fresh.append(link)
+        if fresh:
+            # Counted before they are queued: the sync must not look finished while they wait.
+            await self.jobs.mutate(
+                key, lambda j: j.model_copy(update={"queued": j.queued + len(fresh)}), attempts=50
+            )
+            for link in fresh:
+                await self._emit(job, link, item.depth + 1, "page")
+        await self._record(key, outcome, item.url)
+
+    async def _job(self, key: str) -> SyncJob:
+        return (await self.jobs.get(key)).value
+
+    async def _source(self, source_id: str) -> DataSourceRecord:
+        return (await self.sources.get(source_id)).value
+
+    async def _robots_for(
+        self, settings: CrawlSettings, url: str, job: SyncJob
+    ) -> RobotsRules | str | None:
+        """The host's robots rules; a string when the host may not be contacted at all."""
+        if not settings.respect_robots:
+            return None
+        host = host_key(url)
+        cached = self._robots.get((job.id, host))
+        if cached is not None:
+            return cached
+        origin = url.split("/", 3)
+        robots_url = f"{origin[0]}//{origin[2]}/robots.txt"
+        fetched = await self.fetcher(settings).get(robots_url, max_bytes=512 * 1024)
+        if fetched.refused:
+            return fetched.error or "refused"
+        rules = robots_for_status(fetched.status if fetched.error is None else 0)
+        if rules is None:
+            rules = parse_robots(fetched.body, settings.user_agent)
+        self._robots[(job.id, host)] = rules
+        politeness = self._politeness_of(job, settings)
+        politeness.set_crawl_delay(host, rules.crawl_delay)
+        return rules
+
+    def _politeness_of(self, job: SyncJob, settings: CrawlSettings) -> Politeness:
+        politeness = self._politeness.get(job.id)
+        if politeness is None:
+            politeness = Politeness(settings.urls_per_minute)
+            self._politeness[job.id] = politeness
+        return politeness
+
+    async def _polite_get(
+        self, job: SyncJob, settings: CrawlSettings, url: str, known: KnownPage | None
+    ) -> Fetched:
+        politeness = self._politeness_of(job, settings)
+        host = host_key(url)
+        while True:
+            wait = politeness.acquire(host, time.monotonic())
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        conditional = known is not None and job.mode == "FULL_CRAWL"
+        return await self.fetcher(settings).get(
+            url,
+            max_bytes=settings.max_bytes,
+            headers=dict(settings.headers),
+            etag=known.etag if conditional and known else None,
+            last_modified=known.last_modified if conditional and known else None,
+        )
+
+    async def _process(
+        self, item: FrontierUrl, job: SyncJob, source: DataSourceRecord, settings: CrawlSettings
+    ) -> Outcome:
+        counters: Counter[str] = Counter()
+        filters = compile_filters(settings.filters)
+        url = item.url
+        if item.kind == "page":
+            if not in_scope(url, settings.seeds or settings.sitemaps, settings.scope):
+                counters["skipped_scope"] += 1
+                return Outcome(counters, [])
+            if not filters.may_crawl(url):
+                counters["skipped_pattern"] += 1
+                return Outcome(counters, [])
+        robots = await self._robots_for(settings, url, job)
+        if isinstance(robots, str):
+            counters["failed"] += 1
+            return Outcome(counters, [], robots)
+        if robots is not None and not robots.allowed(url):
+            counters["skipped_robots"] += 1
+            return Outcome(counters, [])
+        known = await self._known(source.id, url)
+        fetched = await self._polite_get(job, settings, url, known)
+        counters["scanned"] += 1
+        if fetched.too_large:
+            counters["skipped_size"] += 1
+            return Outcome(counters, [])
+        if fetched.error is not None:
+            counters["failed"] += 1
+            return Outcome(counters, [], fetched.error)
+        if item.kind == "sitemap":
+            return self._sitemap(fetched, counters)
+        if fetched.status == 304 and known is not None:
+            counters["unchanged"] += 1
+            await self._remember(source.id, known.model_copy(update={"last_sync": job.id}))
+            return Outcome(counters, [])
+        if not fetched.ok:
+            counters["failed"] += 1
+            return Outcome(counters, [], f"HTTP {fetched.status}")
+        content_type = CONTENT_TYPES.get(fetched.content_type)
+        if content_type is None:
+            counters["skipped_pattern"] += 1
+            return Outcome(counters, [], f"unsupported content type {fetched.content_type!r}")
+        try:
+            extracted = extract_for(content_type, fetched.body, base_url=fetched.url)
+        except ValidationFailed as exc:
+            counters["failed"] += 1
+            return Outcome(counters, [], exc.message)
+        links = self._links(extracted, settings)
+        if not filters.may_index(url) or (content_type == "HTML" and extracted.robots_noindex):
+            counters["skipped_pattern"] += 1
+            return Outcome(counters, links)
+        await self._index(job, source, url, fetched, extracted, content_type, known, counters)
+        return Outcome(counters, links)
+
+    def _links(self, extracted: ExtractedDocument, settings: CrawlSettings) -> list[str]:
+        if extracted.robots_nofollow:
+            return []
+        out = []
+        for link in extracted.links:
+            normal = normalize_url(link, tracking=settings.tracking_parameters)
+            if normal is not None:
+                out.append(normal)
+        return list(dict.fromkeys(out))
+
+    def _sitemap(self, fetched: Fetched, counters: Counter[str]) -> Outcome:
+        if not fetched.ok:
+            counters["failed"] += 1
+            return Outcome(counters, [], f"sitemap: HTTP {fetched.status}")
+        sitemap = parse_sitemap(fetched.body)
+        links = [e.url for e in sitemap.urls] + [e.url for e in sitemap.sitemaps]
+        return Outcome(counters, [u for u in (normalize_url(x) for x in links) if u])
+
+    async def _index(
+        self,
+        job: SyncJob,
+        source: DataSourceRecord,
+        url: str,
+        fetched: Fetched,
+        extracted: ExtractedDocument,
+        content_type: str,
+        known: KnownPage | None,
+        counters: Counter[str],
+    ) -> None:
+        digest = hashlib.sha256(extracted.text.encode()).hexdigest()
+        try:
+            # Identical main text under another URL in this sync: indexed once.
+            await self.seen.create(f"{job.id}.c{digest[:40]}", url.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await self.seen.get(f"{job.id}.c{digest[:40]}")
+            if (entry.value or b"").decode() != url:
+                counters["skipped_duplicate"] += 1
+                return
+        page = KnownPage(
+            url=url,
+            content_hash=digest,
+            etag=fetched.headers.get("etag"),
+            last_modified=fetched.headers.get("last-modified"),
+            last_sync=job.id,
+        )
+        if known is not None and known.content_hash == digest and job.mode == "FULL_CRAWL":
+            counters["unchanged"] += 1
+            await self._remember(source.id, page)
+            return
+        document = SourceDocument(
+            index_id=source.index_id,
+            document_id=url,
+            data_source_id=source.id,
+            title=extracted.title,
+            text=extracted.text,
+            headings=[h.text for h in extracted.headings],
+            uri=extracted.canonical_url or url,
+            content_type=content_type,
+            language=extracted.language or source.language_code,
+            content_hash=digest,
+        )
+        if known is None:
+            await self.bus.emit(subjects.CRAWL_DOCUMENT_ADDED, DocumentAdded(document=document))
+            counters["added"] += 1
+        else:
+            await self.bus.emit(
+                subjects.CRAWL_DOCUMENT_MODIFIED, DocumentModified(document=document)
+            )
+            counters["modified"] += 1
+        await self._remember(source.id, page)
+
+    async def _known(self, source_id: str, url: str) -> KnownPage | None:
+        try:
+            entry = await self.pages.get(f"{source_id}.{url_key(url)}")
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return KnownPage.model_validate_json(entry.value or b"{}")
+
+    async def _remember(self, source_id: str, page: KnownPage) -> None:
+        await self.pages.put(f"{source_id}.{url_key(page.url)}", page.model_dump_json().encode())
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    async def _record(self, key: str, outcome: Outcome, url: str) -> None:
+        def change(job: SyncJob) -> SyncJob:
+            metrics = dict(job.metrics)
+            for name, count in outcome.counters.items():
+                metrics[name] = metrics.get(name, 0) + count
+            errors = list(job.errors)
+            if outcome.error and len(errors) < MAX_ERRORS:
+                errors.append(SyncError(url=url, message=outcome.error[:500]))
+            return job.model_copy(
+                update={
+                    "done": job.done + 1,
+                    "metrics": metrics,
+                    "errors": errors,
+                }
+            )
+
+        updated = await self.jobs.mutate(key, change, attempts=50)
+        self._job_cache.clear()
+        job = updated.value
+        if job.status == SyncStatus.SYNCING and job.done >= job.queued:
+            await self._finish(job.id, job.source_id)
+
+    async def _finish(self, sync_id: str, source_id: str) -> None:
+        """The frontier is empty: delete what this sync no longer reached, then succeed."""
+        key = f"{source_id}.{sync_id}"
+        try:
+            await self.jobs.mutate(key, lambda j: _moved(j, "crawl_done"))
+        except ValidationFailed:
+            return  # another replica finished it, or it was stopped
+        job = (await self.jobs.get(key)).value
+        source = (await self.sources.get(source_id)).value
+        stale: list[tuple[str, KnownPage]] = []
+        live = 0
+        watcher = await self.pages.watch(
+            f"{source_id}.>", ignore_deletes=True, inactive_threshold=2.0
+        )
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.operation is None and entry.value:
+                    page = KnownPage.model_validate_json(entry.value)
+                    if page.last_sync == sync_id:
+                        live += 1
+                    else:
+                        stale.append((entry.key, page))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        previous = max(source.documents, live + len(stale))
+        if stale and not deletions_allowed(previous, len(stale), DELETION_THRESHOLD):
+            message = (
+                f"the sync would delete {len(stale)} of {previous} documents, more than "
+                f"{DELETION_THRESHOLD:.0%}: nothing was deleted"
+            )
+            await self.jobs.mutate(key, lambda j: _failed(j, message))
+            return
+        for page_key, page in stale:
+            await self.bus.emit(
+                subjects.CRAWL_DOCUMENT_DELETED,
+                DocumentDeleted(
+                    index_id=job.index_id, document_id=page.url, data_source_id=source_id
+                ),
+            )
+            await self.pages.delete(page_key)
+
+        def succeeded(j: SyncJob) -> SyncJob:
+            metrics = dict(j.metrics)
+            metrics["deleted"] = metrics.get("deleted", 0) + len(stale)
+            done = _moved(j, "indexing_done")
+            return done.model_copy(update={"metrics": metrics, "ended_at": datetime.now(UTC)})
+
+        await self.jobs.mutate(key, succeeded)
+        await self.sources.mutate(source_id, lambda s: s.model_copy(update={"documents": live}))
+        self._politeness.pop(sync_id, None)
+        for robots_key in [k for k in self._robots if k[0] == sync_id]:
+            del self._robots[robots_key]
+
+    async def stop(self, source_id: str) -> SyncJob:
+        running = [
+            j
+            for j in await self.jobs_of(source_id)
+            if j.status in (SyncStatus.SYNCING, SyncStatus.SYNCING_INDEXING)
+        ]
+        if not running:
+            raise ValidationFailed(f"data source {source_id} has no running sync")
+        job = running[0]
+
+        def stopped(j: SyncJob) -> SyncJob:
+            stopping = _moved(j, "stop_requested")
+            return _moved(stopping, "stopped").model_copy(update={"ended_at": datetime.now(UTC)})
+
+        updated = await self.jobs.mutate(f"{source_id}.{job.id}", stopped)
+        self._job_cache.clear()
+        return updated.value
+
+    async def close(self) -> None:
+        for fetcher in self._fetchers.values():
+            await fetcher.close()
+
+
+def _moved(job: SyncJob, event: str) -> SyncJob:
+    return job.model_copy(update={"status": transition(job.status, event)})  # type: ignore[arg-type]
+
+
+def _failed(job: SyncJob, message: str) -> SyncJob:
+    return job.model_copy(
+        update={
+            "status": transition(job.status, "failed"),
+            "error_message": message,
+            "ended_at": datetime.now(UTC),
+        }
+    )

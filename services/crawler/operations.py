@@ -1,0 +1,197 @@
+"""Kendra data source operations of the crawler: each takes its request contract, returns Kendra's output."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts import subjects
+from contracts.crawl import (
+    CreateDataSource,
+    DeleteDataSource,
+    DescribeDataSource,
+    ListDataSources,
+    ListDataSourceSyncJobs,
+    StartDataSourceSyncJob,
+    StopDataSourceSyncJob,
+    UpdateDataSource,
+)
+from contracts.index import DescribeIndex, IndexResult
+from runtime.bus import Bus
+from runtime.errors import Conflict, NotFound, ValidationFailed
+from runtime.kv import ResourceStore
+from services.crawler.domain.records import DataSourceRecord
+from services.crawler.domain.settings import parse_web_crawler
+from services.crawler.domain.sync import parse_schedule
+from services.crawler.engine import CrawlEngine
+
+
+class CrawlerOperations:
+    def __init__(
+        self, bus: Bus, sources: ResourceStore[DataSourceRecord], engine: CrawlEngine
+    ) -> None:
+        self.bus = bus
+        self.sources = sources
+        self.engine = engine
+
+    async def _source(self, source_id: str, index_id: str) -> DataSourceRecord:
+        try:
+            source = (await self.sources.get(source_id)).value
+        except NotFound:
+            raise NotFound(f"Data source {source_id} does not exist") from None
+        if source.index_id != index_id:
+            raise NotFound(f"Data source {source_id} does not exist in index {index_id}")
+        return source
+
+    async def _check_index(self, index_id: str) -> None:
+        # The index belongs to the indexer: ask it (a missing index is a 404 from there).
+        await self.bus.request(
+            subjects.index_operation("describe_index"),
+            DescribeIndex(id=index_id),
+            IndexResult,
+            service="indexer",
+        )
+
+    @staticmethod
+    def _validate(kind: str, configuration: dict[str, Any] | None, schedule: str | None) -> None:
+        if kind == "TEMPLATE":
+            raise ValidationFailed("Type TEMPLATE is not supported yet: use WEBCRAWLER")
+        parse_web_crawler(configuration)
+        if schedule:
+            parse_schedule(schedule)
+
+    async def create_data_source(self, r: CreateDataSource) -> dict[str, Any]:
+        self._validate(r.type, r.configuration, r.schedule)
+        await self._check_index(r.index_id)
+        source_id = (
+            hashlib.sha256(f"{r.index_id}/{r.client_token}".encode()).hexdigest()[:36]
+            if r.client_token
+            else uuid.uuid4().hex[:36]
+        )
+        if any(
+            v.value.name == r.name and v.value.index_id == r.index_id
+            for v in await self.sources.list()
+        ):
+            raise Conflict(f"a data source named {r.name!r} already exists in this index")
+        now = datetime.now(UTC)
+        record = DataSourceRecord(
+            id=source_id,
+            index_id=r.index_id,
+            name=r.name,
+            type=r.type,
+            configuration=r.configuration or {},
+            description=r.description,
+            schedule=r.schedule,
+            role_arn=r.role_arn,
+            language_code=r.language_code or "en",
+            created_at=now,
+            updated_at=now,
+            tags=[t.model_dump(by_alias=True) for t in r.tags],
+        )
+        stored = await self.sources.create(source_id, record, client_token=r.client_token)
+        return {"Id": stored.value.id}
+
+    async def describe_data_source(self, r: DescribeDataSource) -> dict[str, Any]:
+        source = await self._source(r.id, r.index_id)
+        out: dict[str, Any] = {
+            "Id": source.id,
+            "IndexId": source.index_id,
+            "Name": source.name,
+            "Type": source.type,
+            "Configuration": source.configuration,
+            "CreatedAt": source.created_at.timestamp(),
+            "UpdatedAt": source.updated_at.timestamp(),
+            "Status": source.status,
+            "LanguageCode": source.language_code,
+        }
+        for key, value in (
+            ("Description", source.description),
+            ("Schedule", source.schedule),
+            ("RoleArn", source.role_arn),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+    async def update_data_source(self, r: UpdateDataSource) -> dict[str, Any]:
+        source = await self._source(r.id, r.index_id)
+        configuration = r.configuration if r.configuration is not None else source.configuration
+        schedule = r.schedule if r.schedule is not None else source.schedule
+        self._validate(source.type, configuration, schedule)
+
+        def change(current: DataSourceRecord) -> DataSourceRecord:
+            updates: dict[str, Any] = {
+                "configuration": configuration,
+                "schedule": schedule,
+                "updated_at": datetime.now(UTC),
+            }
+            for name in ("name", "description", "role_arn", "language_code"):
+                value = getattr(r, name)
+                if value is not None:
+                    updates[name] = value
+            return current.model_copy(update=updates)
+
+        await self.sources.mutate(r.id, change)
+        return {}
+
+    async def delete_data_source(self, r: DeleteDataSource) -> dict[str, Any]:
+        await self._source(r.id, r.index_id)
+        for job in await self.engine.jobs_of(r.id):
+            if job.status.value in ("SYNCING", "SYNCING_INDEXING"):
+                await self.engine.stop(r.id)
+        await self.sources.delete(r.id)
+        return {}
+
+    async def list_data_sources(self, r: ListDataSources) -> dict[str, Any]:
+        records = sorted(
+            (v.value for v in await self.sources.list() if v.value.index_id == r.index_id),
+            key=lambda s: s.id,
+        )
+        if r.next_token:
+            records = [s for s in records if s.id > r.next_token]
+        page = records[: r.max_results]
+        out: dict[str, Any] = {
+            "SummaryItems": [
+                {
+                    "Name": s.name,
+                    "Id": s.id,
+                    "Type": s.type,
+                    "CreatedAt": s.created_at.timestamp(),
+                    "UpdatedAt": s.updated_at.timestamp(),
+                    "Status": s.status,
+                    "LanguageCode": s.language_code,
+                }
+                for s in page
+            ]
+        }
+        if len(records) > r.max_results:
+            out["NextToken"] = page[-1].id
+        return out
+
+    async def start_data_source_sync_job(self, r: StartDataSourceSyncJob) -> dict[str, Any]:
+        source = await self._source(r.id, r.index_id)
+        job = await self.engine.start(source, r.sync_mode or "FULL_CRAWL")
+        return {"ExecutionId": job.id}
+
+    async def stop_data_source_sync_job(self, r: StopDataSourceSyncJob) -> dict[str, Any]:
+        await self._source(r.id, r.index_id)
+        await self.engine.stop(r.id)
+        return {}
+
+    async def list_data_source_sync_jobs(self, r: ListDataSourceSyncJobs) -> dict[str, Any]:
+        await self._source(r.id, r.index_id)
+        jobs = sorted(await self.engine.jobs_of(r.id), key=lambda j: j.started_at, reverse=True)
+        if r.status_filter:
+            jobs = [j for j in jobs if j.status.value == r.status_filter]
+        start = 0
+        if r.next_token:
+            if not r.next_token.isdigit():
+                raise ValidationFailed("NextToken is not one this operation returned")
+            start = int(r.next_token)
+        page = jobs[start : start + r.max_results]
+        out: dict[str, Any] = {"History": [j.kendra() for j in page]}
+        if len(jobs) > start + r.max_results:
+            out["NextToken"] = str(start + r.max_results)
+        return out
