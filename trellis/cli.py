@@ -230,6 +230,65 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_id(client: GatewayClient, index_id: str, name_or_id: str) -> str:
+    listed = client.call("GET", f"/v1/data-sources?index_id={index_id}")
+    for summary in listed["SummaryItems"]:
+        if name_or_id in (summary["Id"], summary["Name"]):
+            return str(summary["Id"])
+    raise ClientError(f"no data source named {name_or_id!r} in that index")
+
+
+def crawl(args: argparse.Namespace) -> int:
+    """Web crawler data sources: create one, start or stop a sync, show the sync history."""
+    client = GatewayClient()
+    index_id = _index_id(client, args.index)
+    if args.crawl_command == "create":
+        web: dict[str, Any] = {
+            "Urls": {"SeedUrlConfiguration": {"SeedUrls": args.seed, "WebCrawlerMode": args.scope}},
+            "CrawlDepth": args.depth,
+            "MaxUrlsPerMinuteCrawlRate": args.rate,
+        }
+        created = client.call(
+            "POST",
+            "/v1/data-sources",
+            json={
+                "Name": args.name,
+                "IndexId": index_id,
+                "Type": "WEBCRAWLER",
+                "Configuration": {"WebCrawlerConfiguration": web},
+            },
+        )
+        print(f"created data source {created['Id']}")
+        return 0
+    source_id = _source_id(client, index_id, args.source)
+    base = f"/v1/data-sources/{source_id}/sync-jobs"
+    if args.crawl_command == "sync":
+        body: dict[str, Any] = {"IndexId": index_id}
+        if args.forced:
+            body["SyncMode"] = "FORCED_FULL_CRAWL"
+        print(f"started sync {client.call('POST', base, json=body)['ExecutionId']}")
+    elif args.crawl_command == "stop":
+        client.call("POST", f"{base}/stop", json={"IndexId": index_id})
+        print("stopped")
+    else:
+        rows = [
+            [
+                job["ExecutionId"],
+                job["Status"],
+                *(
+                    str(job["TrellisMetrics"][k])
+                    for k in ("scanned", "added", "modified", "deleted", "failed")
+                ),
+                job.get("ErrorMessage", ""),
+            ]
+            for job in client.call("GET", f"{base}?index_id={index_id}")["History"]
+        ]
+        _print_table(
+            rows, ["sync", "status", "scanned", "added", "modified", "deleted", "failed", "error"]
+        )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trellis", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -284,6 +343,28 @@ def parser() -> argparse.ArgumentParser:
     p_fraud.add_argument("--file", help="a file holding the request body")
     p_fraud.add_argument("--out", help="chart: where to write the SVG")
 
+    p_crawl = commands.add_parser("crawl", help="web crawler data sources and their syncs")
+    crawl_commands = p_crawl.add_subparsers(dest="crawl_command", required=True)
+    c_create = crawl_commands.add_parser("create", help="a data source crawling seed URLs")
+    c_create.add_argument("--index", required=True, help="index name or id")
+    c_create.add_argument("--name", required=True)
+    c_create.add_argument("--seed", action="append", required=True, help="a seed URL (repeat)")
+    c_create.add_argument("--depth", type=int, default=2)
+    c_create.add_argument("--rate", type=int, default=300, help="URLs per host per minute")
+    c_create.add_argument(
+        "--scope", choices=["HOST_ONLY", "SUBDOMAINS", "EVERYTHING"], default="HOST_ONLY"
+    )
+    for name, text in (
+        ("sync", "start a sync"),
+        ("status", "sync history"),
+        ("stop", "stop the sync"),
+    ):
+        command = crawl_commands.add_parser(name, help=text)
+        command.add_argument("--index", required=True, help="index name or id")
+        command.add_argument("--source", required=True, help="data source name or id")
+        if name == "sync":
+            command.add_argument("--forced", action="store_true", help="refetch every page")
+
     p_search = commands.add_parser("search", help="query a search index")
     p_search.add_argument("query")
     p_search.add_argument("--index", required=True, help="index name or id")
@@ -309,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             return fraud(args)
         if args.command == "search":
             return search(args)
+        if args.command == "crawl":
+            return crawl(args)
         return keys(args)
     except ClientError as exc:
         print(f"trellis: {exc}", file=sys.stderr)

@@ -338,3 +338,45 @@ async def test_bad_configuration_is_refused(stack: Stack, unique: str) -> None:
         headers=stack.auth(),
     )
     assert missing.status_code == 404
+
+
+async def test_cli_creates_syncs_and_reports(
+    stack: Stack, unique: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trellis import cli
+
+    monkeypatch.setenv("TRELLIS_GATEWAY_URL", stack.url)
+    monkeypatch.setenv("TRELLIS_API_KEY", stack.key)
+    name = f"cli-{unique}"
+    created = await stack.http.post("/v1/indexes", json={"Name": name}, headers=stack.auth())
+    assert created.status_code == 201
+
+    async def run(*argv: str) -> str:
+        assert await asyncio.to_thread(cli.main, list(argv)) == 0
+        return capsys.readouterr().out
+
+    out = await run(
+        "crawl",
+        "create",
+        "--index",
+        name,
+        "--name",
+        "site",
+        "--seed",
+        f"{stack.site.url}/",
+        "--depth",
+        "1",
+    )
+    assert out.startswith("created data source")
+    assert "started sync" in await run("crawl", "sync", "--index", name, "--source", "site")
+    for _ in range(200):
+        status = await run("crawl", "status", "--index", name, "--source", "site")
+        if "SUCCEEDED" in status:
+            break
+        await asyncio.sleep(0.1)
+    assert "SUCCEEDED" in status
+    assert (
+        await asyncio.to_thread(cli.main, ["crawl", "stop", "--index", name, "--source", "site"])
+        == 2
+    )
+    assert "no running sync" in capsys.readouterr().err
