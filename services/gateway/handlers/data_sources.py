@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Depends, Request
 from contracts import subjects
 from contracts.crawl import CRAWL_OPERATIONS, CrawlResult
 from services.gateway.auth import require
-from services.gateway.aws.dispatcher import parse_model
 from services.gateway.domain.keys import Access, Principal
+from services.gateway.handlers.indexes import call_kendra
 
 router = APIRouter(prefix="/v1/data-sources", tags=["crawler"])
 OPERATIONS = {op.name: op for op in CRAWL_OPERATIONS}
@@ -21,14 +21,8 @@ Json = Annotated[dict[str, Any], Body()]
 
 async def _call(request: Request, operation: str, body: dict[str, Any]) -> dict[str, Any]:
     spec = OPERATIONS[operation]
-    result: CrawlResult = await request.app.state.bus.request(
-        subjects.crawl_operation(spec.bus_operation),
-        parse_model(spec.request, body),
-        CrawlResult,
-        timeout_s=request.app.state.settings.request_timeout_s,
-        service="crawler",
-    )
-    return result.output
+    subject = subjects.crawl_operation(spec.bus_operation)
+    return await call_kendra(request, spec, subject, body, CrawlResult, "crawler")
 
 
 @router.post(

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from contracts import subjects, topology
+from contracts.crawl import CrawlResult
 from contracts.index import (
     KENDRA_OPERATIONS,
     IndexResult,
     KendraMessage,
+    KendraOperation,
     ListIndexesReply,
     ListIndexesRequest,
 )
@@ -28,17 +30,30 @@ WriteIndex = Annotated[Principal, Depends(require("indexer", Access.WRITE))]
 Json = Annotated[dict[str, Any], Body()]
 
 
-async def _call(request: Request, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-    spec = OPERATIONS[operation]
+async def call_kendra(
+    request: Request,
+    spec: KendraOperation,
+    subject: str,
+    body: dict[str, Any],
+    reply: type[IndexResult | CrawlResult],
+    service: str,
+) -> dict[str, Any]:
+    """A Kendra operation from REST: validate the body as its contract, ask the service."""
     message: KendraMessage = parse_model(spec.request, body)
-    result: IndexResult = await request.app.state.bus.request(
-        subjects.index_operation(spec.bus_operation),
+    result: IndexResult | CrawlResult = await request.app.state.bus.request(
+        subject,
         message,
-        IndexResult,
+        reply,
         timeout_s=request.app.state.settings.request_timeout_s,
-        service="indexer",
+        service=service,
     )
     return result.output
+
+
+async def _call(request: Request, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    spec = OPERATIONS[operation]
+    subject = subjects.index_operation(spec.bus_operation)
+    return await call_kendra(request, spec, subject, body, IndexResult, "indexer")
 
 
 @router.get("", summary="List indexes")
