@@ -579,3 +579,80 @@ async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
             await second.stop()
     await gateway_bus.close()
     await bus.close()
+
+
+async def test_relevance_tuning_per_index_and_per_query(search: Search, unique: str) -> None:
+    index_id = await search.index(f"tuning-{unique}")
+    now = time.time()
+    text = "Quokka feeding guide: quokkas eat leaves, grasses and stems."
+
+    def doc(doc_id: str, category: str, updated: float) -> dict[str, Any]:
+        return {
+            "Id": doc_id,
+            "Title": "Quokka feeding",
+            "Text": text,
+            "Attributes": [
+                {"Key": "_category", "Value": {"StringValue": category}},
+                {"Key": "_last_updated_at", "Value": {"DateValue": updated}},
+            ],
+        }
+
+    await search.put(
+        index_id,
+        [
+            doc("old-tutorial", "tutorial", now - 800 * 86400),
+            doc("new-library", "library", now - 3600),
+        ],
+    )
+    await search.settle(index_id, 2, embedded=False)
+
+    async def order(**extra: Any) -> list[str]:
+        return ids(await search.query(index_id, "quokka feeding", RankingMode="KEYWORD", **extra))
+
+    def boost(category: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "Name": "_category",
+                "Type": "STRING_VALUE",
+                "Relevance": {"ValueImportanceMap": {category: 10}},
+            }
+        ]
+
+    # Per query: the boosted category wins, whichever it is.
+    assert (await order(DocumentRelevanceOverrideConfigurations=boost("tutorial")))[
+        0
+    ] == "old-tutorial"
+    assert (await order(DocumentRelevanceOverrideConfigurations=boost("library")))[
+        0
+    ] == "new-library"
+    # Per index: freshness on _last_updated_at puts the recent page first...
+    response = await search.http.patch(
+        f"/v1/indexes/{index_id}",
+        json={
+            "DocumentMetadataConfigurationUpdates": [
+                {
+                    "Name": "_last_updated_at",
+                    "Type": "DATE_VALUE",
+                    "Relevance": {"Freshness": True, "Importance": 10, "Duration": "2592000s"},
+                }
+            ]
+        },
+        headers=search.auth(),
+    )
+    assert response.status_code == 200, response.text
+    assert (await order())[0] == "new-library"
+    # ...and a query override can still outweigh it.
+    assert (await order(DocumentRelevanceOverrideConfigurations=boost("tutorial")))[
+        0
+    ] == "old-tutorial"
+    bad = await search.http.post(
+        f"/v1/indexes/{index_id}/query",
+        json={
+            "QueryText": "quokka",
+            "DocumentRelevanceOverrideConfigurations": [
+                {"Name": "_category", "Type": "STRING_VALUE", "Relevance": {"Freshness": True}}
+            ],
+        },
+        headers=search.auth(),
+    )
+    assert bad.status_code == 400 and "Freshness" in bad.text
