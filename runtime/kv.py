@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
@@ -17,6 +19,9 @@ T = TypeVar("T", bound=BaseModel)
 
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]{1,255}$")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+# After the end-of-initial-values marker: how long to wait for one more entry, and in all.
+LATE_ENTRIES_S = 0.02
+LATE_ENTRIES_MAX_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -134,15 +139,29 @@ class ResourceStore(Generic[T]):
             f"{self.prefix}>" if self.prefix else ">", ignore_deletes=True, inactive_threshold=2.0
         )
         found: dict[str, Versioned[T]] = {}
+
+        def take(entry: Any) -> None:
+            if entry.operation is None and entry.value:
+                key = entry.key.removeprefix(self.prefix)
+                found[key] = Versioned(
+                    self._decode(entry.value).resource, int(entry.revision or 0), key
+                )
+
         try:
             async for entry in watcher:
                 if entry is None:  # end of the initial values
                     break
-                if entry.operation is None and entry.value:
-                    key = entry.key.removeprefix(self.prefix)
-                    found[key] = Versioned(
-                        self._decode(entry.value).resource, int(entry.revision or 0), key
-                    )
+                take(entry)
+            # While keys are being written, nats-py can mark the end of the initial values
+            # before the last of them arrives: take what follows the marker at once, too.
+            deadline = time.monotonic() + LATE_ENTRIES_MAX_S
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    late = await watcher.updates(timeout=min(LATE_ENTRIES_S, left))  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    break
+                if late is not None:
+                    take(late)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return [found[k] for k in sorted(found)]

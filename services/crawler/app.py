@@ -44,11 +44,17 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
             operation.request,
             _handler(getattr(operations, operation.bus_operation)),
         )
+    frontier = topology.CRAWL_FRONTIER_CONSUMER.model_copy(
+        update={"ack_wait_s": settings.frontier_ack_wait_s}
+    )
     service.consume(
-        topology.CRAWL_FRONTIER_CONSUMER,
+        frontier,
         FrontierUrl,
         engine.handle,
         concurrency=settings.concurrency,
         batch=settings.concurrency,
+    )
+    service.background(
+        lambda: engine.schedule_loop(settings.schedule_check_s, settings.stall_after_s)
     )
     return service

@@ -19,3 +19,19 @@ class Settings(ServiceSettings):
     concurrency: int = Field(
         default=8, ge=1, le=256, description="URLs fetched at once per replica."
     )
+    frontier_ack_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long a fetched-but-unacknowledged URL waits before another replica "
+        "gets it (a replica that died mid-fetch).",
+    )
+    schedule_check_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How often scheduled syncs are looked for."
+    )
+    stall_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="A sync with an empty frontier and no progress for this long is finished.",
+    )

@@ -8,13 +8,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from contracts import subjects
+from contracts import subjects, topology
 from contracts.crawl import FrontierUrl
 from contracts.envelope import EnvelopeMeta
 from contracts.index import DocumentAdded, DocumentDeleted, DocumentModified, SourceDocument
@@ -37,7 +37,12 @@ from services.crawler.domain.records import (
 from services.crawler.domain.robots import RobotsRules, parse_robots, robots_for_status
 from services.crawler.domain.settings import CrawlSettings, parse_web_crawler
 from services.crawler.domain.sitemaps import parse_sitemap
-from services.crawler.domain.sync import SyncStatus, deletions_allowed, transition
+from services.crawler.domain.sync import (
+    SyncStatus,
+    deletions_allowed,
+    parse_schedule,
+    transition,
+)
 from services.crawler.domain.urls import compile_filters, host_key, in_scope, normalize_url
 
 log = logging.getLogger("trellis.crawler")
@@ -64,6 +69,8 @@ class Outcome:
     counters: Counter[str]
     links: list[str]
     error: str | None = None
+    sitemaps: list[str] = field(default_factory=list)  # from sitemap indexes and robots.txt
+    from_sitemap: bool = False  # a sitemap's pages count as entry points (depth 1)
 
 
 class CrawlEngine:
@@ -110,6 +117,7 @@ class CrawlEngine:
             index_id=source.index_id,
             mode=mode,
             started_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
         entries = [(url, "page") for url in settings.seeds] + [
             (url, "sitemap") for url in settings.sitemaps
@@ -165,18 +173,32 @@ class CrawlEngine:
             return  # stopped or finished: the rest of its frontier is dropped
         settings = parse_web_crawler(source.configuration)
         outcome = await self._process(item, job, source, settings)
-        fresh: list[str] = []
-        if item.depth < max(settings.depth, 1):
-            for link in outcome.links[: settings.max_links_per_page]:
-                if await self._claim(job.id, link):
-                    fresh.append(link)
+        fresh: list[tuple[str, int, str]] = []
+        for sitemap in outcome.sitemaps:
+            if await self._claim(job.id, sitemap):
+                fresh.append((sitemap, 1, "sitemap"))
+        if outcome.from_sitemap:
+            pages = [(link, 1) for link in outcome.links]
+        elif item.depth < max(settings.depth, 1):
+            pages = [
+                (link, item.depth + 1) for link in outcome.links[: settings.max_links_per_page]
+            ]
+        else:
+            pages = []
+        for link, depth in pages:
+            if await self._claim(job.id, link):
+                fresh.append((link, depth, "page"))
         if fresh:
             # Counted before they are queued: the sync must not look finished while they wait.
             await self.jobs.mutate(
-                key, lambda j: j.model_copy(update={"queued": j.queued + len(fresh)}), attempts=50
+                key,
+                lambda j: j.model_copy(
+                    update={"queued": j.queued + len(fresh), "updated_at": datetime.now(UTC)}
+                ),
+                attempts=50,
             )
-            for link in fresh:
-                await self._emit(job, link, item.depth + 1, "page")
+            for link, depth, kind in fresh:
+                await self._emit(job, link, depth, kind)
         await self._record(key, outcome, item.url)
 
     async def _job(self, key: str) -> SyncJob:
@@ -247,7 +269,28 @@ class CrawlEngine:
             if not filters.may_crawl(url):
                 counters["skipped_pattern"] += 1
                 return Outcome(counters, [])
+        first_visit = (job.id, host_key(url)) not in self._robots
         robots = await self._robots_for(settings, url, job)
+        robots_sitemaps = (
+            [u for u in (normalize_url(x) for x in robots.sitemaps) if u]
+            if first_visit and isinstance(robots, RobotsRules)
+            else []
+        )
+        outcome = await self._visit(item, job, source, settings, robots, counters)
+        outcome.sitemaps.extend(robots_sitemaps)
+        return outcome
+
+    async def _visit(
+        self,
+        item: FrontierUrl,
+        job: SyncJob,
+        source: DataSourceRecord,
+        settings: CrawlSettings,
+        robots: RobotsRules | str | None,
+        counters: Counter[str],
+    ) -> Outcome:
+        url = item.url
+        filters = compile_filters(settings.filters)
         if isinstance(robots, str):
             counters["failed"] += 1
             return Outcome(counters, [], robots)
@@ -303,8 +346,9 @@ class CrawlEngine:
             counters["failed"] += 1
             return Outcome(counters, [], f"sitemap: HTTP {fetched.status}")
         sitemap = parse_sitemap(fetched.body)
-        links = [e.url for e in sitemap.urls] + [e.url for e in sitemap.sitemaps]
-        return Outcome(counters, [u for u in (normalize_url(x) for x in links) if u])
+        pages = [u for u in (normalize_url(e.url) for e in sitemap.urls) if u]
+        children = [u for u in (normalize_url(e.url) for e in sitemap.sitemaps) if u]
+        return Outcome(counters, pages, sitemaps=children, from_sitemap=True)
 
     async def _index(
         self,
@@ -372,6 +416,11 @@ class CrawlEngine:
     # -- bookkeeping -------------------------------------------------------------------------
 
     async def _record(self, key: str, outcome: Outcome, url: str) -> None:
+        sync_id = key.rsplit(".", 1)[1]
+        if not await self._claim(f"{sync_id}-done", url):
+            # A replica that died before acknowledging already counted this URL.
+            return
+
         def change(job: SyncJob) -> SyncJob:
             metrics = dict(job.metrics)
             for name, count in outcome.counters.items():
@@ -381,6 +430,7 @@ class CrawlEngine:
                 errors.append(SyncError(url=url, message=outcome.error[:500]))
             return job.model_copy(
                 update={
+                    "updated_at": datetime.now(UTC),
                     "done": job.done + 1,
                     "metrics": metrics,
                     "errors": errors,
@@ -465,6 +515,65 @@ class CrawlEngine:
         updated = await self.jobs.mutate(f"{source_id}.{job.id}", stopped)
         self._job_cache.clear()
         return updated.value
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def schedule_loop(self, interval_s: float, stall_after_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.run_due_schedules(datetime.now(UTC))
+                await self.finish_stalled(datetime.now(UTC), stall_after_s)
+            except Exception:  # a bad source must not stop the others' schedules
+                log.exception("scheduled syncs could not be started")
+
+    async def finish_stalled(self, now: datetime, stall_after_s: float) -> list[str]:
+        """Finish syncs whose counts never met although the frontier is empty.
+
+        A replica killed between counting a page's links and queueing them, or after marking a
+        page done but before counting it, leaves `done` short of `queued` for ever. When no URL
+        waits or is in flight anywhere and a sync made no progress for `stall_after_s`, its
+        crawl is over.
+        """
+        info = await self.bus.js.consumer_info(
+            topology.CRAWL_FRONTIER.name, topology.CRAWL_FRONTIER_CONSUMER.durable
+        )
+        if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
+            return []
+        finished = []
+        for stored in await self.sources.list():
+            for job in await self.jobs_of(stored.value.id):
+                idle = (now - (job.updated_at or job.started_at)).total_seconds()
+                if job.status == SyncStatus.SYNCING and idle >= stall_after_s:
+                    log.warning(
+                        "sync %s stalled at %d of %d; finishing it", job.id, job.done, job.queued
+                    )
+                    await self._finish(job.id, job.source_id)
+                    finished.append(job.id)
+        return finished
+
+    async def run_due_schedules(self, now: datetime) -> list[str]:
+        """Start the syncs whose cron schedule fired since their last sync; returns their ids."""
+        started = []
+        for stored in await self.sources.list():
+            source = stored.value
+            if not source.schedule:
+                continue
+            jobs = await self.jobs_of(source.id)
+            last = max((j.started_at for j in jobs), default=source.created_at)
+            due = parse_schedule(source.schedule).next_after(last)
+            if due > now:
+                continue
+            # One replica starts it: the first to claim this firing.
+            if not await self._claim(f"schedule-{source.id}", due.isoformat()):
+                continue
+            try:
+                job = await self.start(source, "FULL_CRAWL")
+            except ValidationFailed as exc:
+                log.warning("scheduled sync of %s not started: %s", source.id, exc.message)
+                continue
+            started.append(job.id)
+        return started
 
     async def close(self) -> None:
         for fetcher in self._fetchers.values():

@@ -73,25 +73,30 @@ async def build(
         bus.js, topology.INDEX_SNAPSHOTS, "Index snapshots: documents and embeddings", replicas
     )
 
-    async def run_views() -> None:
-        start = 0
+    # Restore the latest snapshot before serving, then replay only the log after it.
+    start = 0
+    try:
+        manifest: SnapshotManifest | None = (await snapshots.get("latest")).value
+    except NotFound:
+        manifest = None
+    if manifest is not None:
         try:
-            manifest = (await snapshots.get("latest")).value
-        except NotFound:
-            manifest = None
-        if manifest is not None:
-            # Restore the snapshot, then replay only the tail of the log after it.
-            try:
-                await replica.restore(snapshot_store, manifest)
-                start = manifest.sequence
-                log.info("restored snapshot %s at sequence %d", manifest.id, start)
-            except Exception:  # an unreadable snapshot costs time, never correctness
-                log.exception("snapshot %s unusable; replaying the whole log", manifest.id)
-                replica.reset()
+            await replica.restore(snapshot_store, manifest)
+            start = manifest.sequence
+            log.info("restored snapshot %s at sequence %d", manifest.id, start)
+        except Exception:  # an unreadable snapshot costs time, never correctness
+            log.exception("snapshot %s unusable; replaying the whole log", manifest.id)
+            replica.reset()
+            start = 0
+
+    async def run_views() -> None:
         await documents.start(start)
         await activity.start(0)
 
+    embedded_at_snapshot = 0
+
     async def snapshot_loop() -> None:
+        nonlocal embedded_at_snapshot
         while True:
             await asyncio.sleep(settings.snapshot_interval_s)
             try:
@@ -99,14 +104,18 @@ async def build(
             except NotFound:
                 previous = None
             latest = previous.sequence if previous else 0
-            if documents.applied - latest < settings.snapshot_min_messages:
+            # Due when enough was applied since the latest snapshot, or enough was embedded
+            # since this replica's last one (embeddings are the expensive part to redo).
+            progress = documents.applied - latest + replica.embedded - embedded_at_snapshot
+            if progress < settings.snapshot_min_messages or replica.restoring:
                 continue
+            embedded_at_snapshot = replica.embedded
             manifest = await replica.snapshot(
                 snapshot_store, documents.applied, by=service.instance_id
             )
             await snapshots.put("latest", manifest)
             log.info("snapshot %s at sequence %d", manifest.id, manifest.sequence)
-            if previous is not None:
+            if previous is not None and previous.id != manifest.id:
                 for index_id in previous.indexes:
                     for suffix in (".json.gz", ".npy"):
                         with contextlib.suppress(Exception):

@@ -72,6 +72,8 @@ class Replica:
         self.shards: dict[str, IndexShard] = {}
         self.activity: dict[str, Activity] = {}
         self.embed_failures = 0
+        self.embedded = 0  # passages embedded by this replica (snapshots are due as it grows)
+        self.restoring: set[str] = set()
         self._wake = asyncio.Event()
         # The log is the truth: local state from a previous run is replayed, not trusted.
         shutil.rmtree(directory, ignore_errors=True)
@@ -187,6 +189,8 @@ class Replica:
         while True:
             await asyncio.sleep(interval_s)
             for shard in list(self.shards.values()):
+                if shard.index_id in self.restoring:
+                    continue
                 if shard.keyword.dirty or shard.searchable_documents < len(shard.table):
                     # On the loop, not a thread: the tantivy writer takes one caller at a time.
                     try:
@@ -201,8 +205,8 @@ class Replica:
             work = next(
                 (
                     (s, s.next_to_embed(EMBED_CHUNK))
-                    for s in self.shards.values()
-                    if s.pending_vectors
+                    for s in list(self.shards.values())
+                    if s.pending_vectors and s.index_id not in self.restoring
                 ),
                 None,
             )
@@ -222,6 +226,7 @@ class Replica:
                     shard, batch = work
                     vectors = await self.embedder.embed([text for _, text in batch])
                     shard.add_vectors([pid for pid, _ in batch], vectors)
+                    self.embedded += len(batch)
                 delay = 0.5
             except Exception as exc:  # the inference service may be down or restarting
                 self.embed_failures += 1
@@ -243,6 +248,7 @@ class Replica:
             created_at=datetime.now(UTC),
             indexes=sorted(exports),
             by=by,
+            pending_passages={i: len(s.pending_vectors) for i, s in self.shards.items()},
         )
         for index_id, ((documents, vectors, keys), faqs) in exports.items():
             body = {"documents": documents, "keys": keys, "faqs": faqs}
@@ -261,8 +267,13 @@ class Replica:
             vectors = np.load(io.BytesIO(raw), allow_pickle=False)
             shard = self.shard(index_id)
             keys = [(str(doc), int(i)) for doc, i in body["keys"]]
-            # On the loop: the shard's tantivy writer must not be shared with the commit loop.
-            shard.restore(body["documents"], vectors, keys)
+            # Off the loop (it re-indexes every document); the commit and embed loops leave a
+            # shard alone while it is restored, so its tantivy writer has one user.
+            self.restoring.add(index_id)
+            try:
+                await asyncio.to_thread(shard.restore, body["documents"], vectors, keys)
+            finally:
+                self.restoring.discard(index_id)
             for faq_id, faq in body["faqs"].items():
                 vectors_of = faq.get("vectors")
                 shard.set_faq(

@@ -4,6 +4,7 @@ driven by boto3's kendra client; incremental syncs, deletions, protection and SS
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,10 @@ class Site:
         if request.path == "/redirect-to-metadata":
             raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
         status, kind, body = self.pages.get(request.path, (404, "text/plain", "not found"))
-        return web.Response(status=status, text=body, content_type=kind)
+        if kind == "application/gzip":
+            sitemap = body.replace("{site}", self.url).encode()
+            return web.Response(status=status, body=gzip.compress(sitemap), content_type=kind)
+        return web.Response(status=status, text=body.replace("{site}", self.url), content_type=kind)
 
 
 FILLER = [f"/filler/{i}.html" for i in range(12)]
@@ -58,7 +62,18 @@ FILLER = [f"/filler/{i}.html" for i in range(12)]
 def build_site(site: Site) -> None:
     html = "text/html"
     site.pages = {
-        "/robots.txt": (200, "text/plain", "User-agent: *\nDisallow: /private/\n"),
+        "/robots.txt": (
+            200,
+            "text/plain",
+            "User-agent: *\nDisallow: /private/\nSitemap: {site}/sitemap.xml.gz\n",
+        ),
+        "/sitemap.xml.gz": (
+            200,
+            "application/gzip",
+            '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+            "<url><loc>{site}/from-sitemap.html</loc><lastmod>2026-01-01</lastmod></url></urlset>",
+        ),
+        "/from-sitemap.html": (200, html, page("Lemurs", "Lemurs sunbathe in the morning.")),
         "/": (
             200,
             html,
@@ -150,6 +165,11 @@ class Stack:
         assert response.status_code == 200, response.text
         return [i["DocumentId"] for i in response.json()["ResultItems"] if i["Type"] == "DOCUMENT"]
 
+    async def drop(self, index_id: str) -> None:
+        """Delete the index: later tests' replicas then skip its documents when they replay."""
+        response = await self.http.delete(f"/v1/indexes/{index_id}", headers=self.auth())
+        assert response.status_code == 200, response.text
+
     async def settle(self, index_id: str, documents: int) -> None:
         for _ in range(200):
             described = (await self.http.get(f"/v1/indexes/{index_id}", headers=self.auth())).json()
@@ -239,16 +259,18 @@ async def test_sync_indexes_the_site_then_recrawls_incrementally(stack: Stack, u
     first = await stack.sync(index_id, source_id)
     assert first["Status"] == "SUCCEEDED", first
     metrics = first["TrellisMetrics"]
-    # Home, a, b, trap/1 and trap/2 (depth 3 stops the calendar), 12 fillers.
-    assert metrics["added"] == 17, first
+    # Home, a, b, trap/1 and trap/2 (depth 3 stops the calendar), 12 fillers, and the page
+    # only the sitemap named in robots.txt lists.
+    assert metrics["added"] == 18, first
     assert metrics["skipped_robots"] == 1 and "/private/secret.html" not in site.hits
     assert metrics["skipped_duplicate"] == 1 and metrics["skipped_size"] == 1
     assert metrics["skipped_scope"] == 1
     assert "/trap/3" not in site.hits
     errors = {e["url"]: e["message"] for e in first["Errors"]}
     assert "cloud metadata" in errors[f"{site.url}/redirect-to-metadata"]
-    assert first["Metrics"]["DocumentsAdded"] == "17"
-    await stack.settle(index_id, 17)
+    assert first["Metrics"]["DocumentsAdded"] == "18"
+    await stack.settle(index_id, 18)
+    assert await stack.keyword(index_id, "lemurs sunbathe") == [f"{site.url}/from-sitemap.html"]
     assert await stack.keyword(index_id, "alpacas hum") == [f"{site.url}/a.html"]
 
     # Between syncs: one page changes, one disappears.
@@ -264,8 +286,8 @@ async def test_sync_indexes_the_site_then_recrawls_incrementally(stack: Stack, u
     assert second["TrellisMetrics"]["modified"] == 1
     assert second["TrellisMetrics"]["deleted"] == 1
     assert second["TrellisMetrics"]["added"] == 0  # dup.html was only reachable through a.html
-    assert second["TrellisMetrics"]["unchanged"] == 15
-    await stack.settle(index_id, 16)
+    assert second["TrellisMetrics"]["unchanged"] == 16
+    await stack.settle(index_id, 17)
     assert await stack.keyword(index_id, "wallow insects") == [f"{site.url}/b.html"]
     assert await stack.keyword(index_id, "fifty kilometres") == []
 
@@ -274,8 +296,9 @@ async def test_sync_indexes_the_site_then_recrawls_incrementally(stack: Stack, u
         del site.pages[path]
     third = await stack.sync(index_id, source_id)
     assert third["Status"] == "FAILED" and "nothing was deleted" in third["ErrorMessage"]
-    await stack.settle(index_id, 16)
+    await stack.settle(index_id, 17)
     assert await stack.keyword(index_id, "owls filler number 1")  # still there
+    await stack.drop(index_id)
 
 
 @pytest.mark.parametrize("stack", [""], indirect=True)
@@ -296,6 +319,7 @@ async def test_loopback_is_refused_without_the_allow_list(stack: Stack, unique: 
     assert job["Status"] == "SUCCEEDED"
     assert job["TrellisMetrics"]["added"] == 0 and stack.site.hits == []
     assert any("loopback" in e["message"] for e in job["Errors"]), job
+    await stack.drop(index_id)
 
 
 async def test_bad_configuration_is_refused(stack: Stack, unique: str) -> None:
@@ -380,3 +404,200 @@ async def test_cli_creates_syncs_and_reports(
         == 2
     )
     assert "no running sync" in capsys.readouterr().err
+
+
+async def test_a_scheduled_sync_starts_when_due(nats_url: str, data_dir: Path, unique: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from contracts import topology
+    from runtime.kv import ResourceStore
+    from runtime.topology import ensure_bucket
+    from services.crawler.domain.records import DataSourceRecord
+
+    site = Site()
+    build_site(site)
+    shared = SharedSettings(data_dir=data_dir)
+    buses = [await Bus.connect(nats_url, source=n) for n in ("crawler", "indexer", "gateway")]
+    crawler = await build_crawler(
+        buses[0], CrawlerSettings(allowed_networks="127.0.0.0/8", schedule_check_s=0.2), shared
+    )
+    indexer = await build_indexer(buses[1], IndexerSettings(commit_interval_s=0.05), shared)
+    for service in (crawler, indexer):
+        await service.start()
+    credentials = load_or_create_credentials(data_dir, BootstrapSettings())
+    async for _ in _serve(site):
+        async with serving_gateway(buses[2], shared, request_timeout_s=20) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                stack = Stack(http, url, credentials.api_key, "", "", site)
+                auth = stack.auth()
+                index_id = (
+                    await http.post("/v1/indexes", json={"Name": f"cron-{unique}"}, headers=auth)
+                ).json()["Id"]
+                created = await http.post(
+                    "/v1/data-sources",
+                    json={
+                        "Name": "nightly",
+                        "IndexId": index_id,
+                        "Type": "WEBCRAWLER",
+                        "Configuration": _web_crawler(site, CrawlDepth=1),
+                        "Schedule": "cron(0 2 * * ? *)",
+                    },
+                    headers=auth,
+                )
+                assert created.status_code == 201, created.text
+                source_id = created.json()["Id"]
+                history = f"/v1/data-sources/{source_id}/sync-jobs"
+                await asyncio.sleep(0.6)
+                assert (
+                    await http.get(history, params={"index_id": index_id}, headers=auth)
+                ).json()["History"] == []
+                # The source was created two days ago: its 02:00 sync is overdue and starts.
+                bucket = await ensure_bucket(buses[0].js, topology.CRAWL_SOURCES)
+                sources = ResourceStore(bucket, DataSourceRecord, "data source", prefix="source.")
+                await sources.mutate(
+                    source_id,
+                    lambda s: s.model_copy(
+                        update={"created_at": datetime.now(UTC) - timedelta(days=2)}
+                    ),
+                )
+                for _ in range(100):
+                    jobs = (
+                        await http.get(history, params={"index_id": index_id}, headers=auth)
+                    ).json()["History"]
+                    if jobs:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(jobs) == 1
+                await asyncio.sleep(0.6)  # the next firing is tomorrow: no second sync
+                jobs = (
+                    await http.get(history, params={"index_id": index_id}, headers=auth)
+                ).json()["History"]
+                assert len(jobs) == 1
+    for service in (crawler, indexer):
+        await service.stop()
+    for bus in buses:
+        await bus.close()
+
+
+async def test_kill_9_mid_sync_loses_nothing(
+    nats_url: str, data_dir: Path, tmp_path: Path, unique: str
+) -> None:
+    import os
+    import signal
+    import sys
+
+    site = Site()
+    build_site(site)
+    slow_pages = [f"/slow/{i}.html" for i in range(30)]
+    for i, path in enumerate(slow_pages):
+        site.pages[path] = (200, "text/html", page(f"Slow {i}", f"Slow page {i} about tapirs."))
+    site.pages["/"] = (200, "text/html", page("Home", "Tapir index.", slow_pages))
+    original = site.handle
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/slow/"):
+            await asyncio.sleep(0.15)
+        return await original(request)
+
+    site.handle = slow  # type: ignore[method-assign]
+    shared = SharedSettings(data_dir=data_dir)
+    buses = [await Bus.connect(nats_url, source=n) for n in ("crawler", "indexer", "gateway")]
+    indexer = await build_indexer(buses[1], IndexerSettings(commit_interval_s=0.05), shared)
+    await indexer.start()
+    env = {
+        **os.environ,
+        "TRELLIS_NATS_URL": nats_url,
+        "TRELLIS_DATA_DIR": str(tmp_path / "crashing"),
+        "TRELLIS_CRAWLER_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TRELLIS_CRAWLER_FRONTIER_ACK_WAIT_S": "2",
+        "TRELLIS_CRAWLER_CONCURRENCY": "2",
+        "TRELLIS_LOG_LEVEL": "WARNING",
+    }
+    credentials = load_or_create_credentials(data_dir, BootstrapSettings())
+    async for _ in _serve(site):
+        async with serving_gateway(buses[2], shared, request_timeout_s=20) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                auth = {"Authorization": f"Bearer {credentials.api_key}"}
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "services.crawler",
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                try:
+                    index_id = (
+                        await http.post(
+                            "/v1/indexes", json={"Name": f"kill-{unique}"}, headers=auth
+                        )
+                    ).json()["Id"]
+                    for _ in range(200):  # the crawler process answers once it is up
+                        created = await http.post(
+                            "/v1/data-sources",
+                            json={
+                                "Name": "tapirs",
+                                "IndexId": index_id,
+                                "Type": "WEBCRAWLER",
+                                "Configuration": _web_crawler(site, CrawlDepth=2),
+                            },
+                            headers=auth,
+                        )
+                        if created.status_code != 503:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert created.status_code == 201, created.text
+                    source_id = created.json()["Id"]
+                    started = await http.post(
+                        f"/v1/data-sources/{source_id}/sync-jobs",
+                        json={"IndexId": index_id},
+                        headers=auth,
+                    )
+                    assert started.status_code == 201, started.text
+                    for _ in range(500):  # kill it mid-sync, a few pages in
+                        if sum(p.startswith("/slow/") for p in site.hits) >= 8:
+                            break
+                        await asyncio.sleep(0.02)
+                finally:
+                    process.send_signal(signal.SIGKILL)
+                    await process.wait()
+                fetched_before = [p for p in site.hits if p.startswith("/slow/")]
+                assert len(fetched_before) < len(slow_pages)
+                # A new replica picks the same sync up: the frontier and seen-set are in NATS.
+                survivor = await build_crawler(
+                    buses[0],
+                    CrawlerSettings(
+                        allowed_networks="127.0.0.0/8",
+                        frontier_ack_wait_s=2,
+                        schedule_check_s=0.5,
+                        stall_after_s=3,
+                    ),
+                    shared,
+                )
+                await survivor.start()
+                history = f"/v1/data-sources/{source_id}/sync-jobs"
+                for _ in range(300):
+                    job = (
+                        await http.get(history, params={"index_id": index_id}, headers=auth)
+                    ).json()["History"][0]
+                    if job["Status"] != "SYNCING":
+                        break
+                    await asyncio.sleep(0.1)
+                # Nothing lost: every page is in the index (home and from-sitemap.html too).
+                checker = Stack(http, url, credentials.api_key, "", "", site)
+                await checker.settle(index_id, len(slow_pages) + 2)
+                await checker.drop(index_id)
+                await survivor.stop()
+    await indexer.stop()
+    for bus in buses:
+        await bus.close()
+    assert job["Status"] == "SUCCEEDED", job
+    # Counted at most once each; a page the killed replica indexed but had not counted yet is
+    # indexed and not counted (at most what it held unacknowledged).
+    metrics = job["TrellisMetrics"]
+    assert len(slow_pages) + 2 - 4 <= metrics["added"] + metrics["unchanged"] <= len(slow_pages) + 2
+    fetches = [p for p in site.hits if p.startswith("/slow/")]
+    assert set(fetches) == set(slow_pages)
+    # Refetched: only what the killed replica held unacknowledged: 2 in flight and 2 fetched
+    # ahead (its concurrency and batch are 2).
+    assert len(fetches) - len(slow_pages) <= 4

@@ -527,13 +527,16 @@ async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
             await search.put(index_id, [{**d, "Text": f"{d['Text']} {marker}"} for d in DOCS[:3]])
             await search.settle(index_id, 3)
             covered: list[str] = []
-            for _ in range(200):
+            pending = -1
+            for _ in range(400):
                 with contextlib.suppress(NotFound):
-                    covered = (await snapshots.get("latest")).value.indexes
-                if index_id in covered:
+                    latest = (await snapshots.get("latest")).value
+                    covered = latest.indexes
+                    pending = latest.pending_passages.get(index_id, -1)
+                if index_id in covered and pending == 0:
                     break
                 await asyncio.sleep(0.05)
-            assert index_id in covered
+            assert index_id in covered and pending == 0
             await first.stop()
             # The tail: a page the crawler found while no replica ran (straight onto the log).
             await bus.emit(
@@ -577,6 +580,8 @@ async def test_new_replica_restores_the_snapshot_and_replays_the_tail(
                 == "cache"
             )
             await second.stop()
+    # Later tests' replicas would restore this snapshot (every index of the session) at start.
+    await snapshots.delete("latest")
     await gateway_bus.close()
     await bus.close()
 

@@ -42,6 +42,7 @@ class SyncJob(BaseModel):
     mode: str = "FULL_CRAWL"
     started_at: datetime
     ended_at: datetime | None = None
+    updated_at: datetime | None = None  # last progress: a sync idle too long is finished
     queued: int = 0
     done: int = 0
     metrics: dict[str, int] = Field(default_factory=lambda: dict(vars(SyncMetrics())))

@@ -101,3 +101,5 @@ class SnapshotManifest(BaseModel):
     created_at: datetime
     indexes: list[str] = Field(default_factory=list)
     by: str = ""
+    # Passages not embedded yet, per index (a restore embeds them).
+    pending_passages: dict[str, int] = Field(default_factory=dict)
