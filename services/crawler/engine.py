@@ -233,7 +233,7 @@ class CrawlEngine:
     def _politeness_of(self, job: SyncJob, settings: CrawlSettings) -> Politeness:
         politeness = self._politeness.get(job.id)
         if politeness is None:
-            politeness = Politeness(settings.urls_per_minute)
+            politeness = Politeness(max(settings.urls_per_minute, 1))
             self._politeness[job.id] = politeness
         return politeness
 
@@ -242,7 +242,7 @@ class CrawlEngine:
     ) -> Fetched:
         politeness = self._politeness_of(job, settings)
         host = host_key(url)
-        while True:
+        while settings.urls_per_minute > 0:
             wait = politeness.acquire(host, time.monotonic())
             if wait <= 0:
                 break

@@ -74,6 +74,7 @@ class Replica:
         self.embed_failures = 0
         self.embedded = 0  # passages embedded by this replica (snapshots are due as it grows)
         self.restoring: set[str] = set()
+        self._turn = 0
         self._wake = asyncio.Event()
         # The log is the truth: local state from a previous run is replayed, not trusted.
         shutil.rmtree(directory, ignore_errors=True)
@@ -202,10 +203,13 @@ class Replica:
         """Embed passages and FAQ questions as they arrive; back off while inference is away."""
         delay = 0.5
         while True:
+            # Round robin over indexes: a large backlog in one must not starve the others.
+            shards = list(self.shards.values())
+            self._turn = (self._turn + 1) % max(len(shards), 1)
             work = next(
                 (
                     (s, s.next_to_embed(EMBED_CHUNK))
-                    for s in list(self.shards.values())
+                    for s in shards[self._turn :] + shards[: self._turn]
                     if s.pending_vectors and s.index_id not in self.restoring
                 ),
                 None,

@@ -118,7 +118,8 @@ def parse_web_crawler(configuration: dict[str, Any] | None) -> CrawlSettings:
         depth=_int(web, "CrawlDepth", 2, 0, 10),
         max_links_per_page=_int(web, "MaxLinksPerPage", 100, 1, 1000),
         max_size_mb=float(size),
-        urls_per_minute=_int(web, "MaxUrlsPerMinuteCrawlRate", 300, 1, 300),
+        # 0 (REST only: boto3 refuses it) crawls without a per-host limit, for one's own sites.
+        urls_per_minute=_int(web, "MaxUrlsPerMinuteCrawlRate", 300, 0, 300),
         filters=filters,
         respect_robots=respect,
         user_agent=user_agent,
