@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fraud
 	@bash deploy/install-debian-packages.sh $(BENCH_DEBIAN_PACKAGES)
 	$(BIN)/python -m bench.search
+	$(BIN)/python -m bench.crawl
 	bash bench/gpu.sh
 
 up:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import time
 from collections.abc import Callable
@@ -115,6 +117,8 @@ class ResourceStore(Generic[T]):
             except Conflict:
                 if attempt == attempts - 1:
                     raise
+                # Spread the retries: writers that collided would otherwise collide again.
+                await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # noqa: S311
         raise AssertionError("unreachable")
 
     async def delete(self, key: str, *, expected_revision: int | None = None) -> None:

@@ -62,6 +62,10 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:40]
 
 
+class SyncStopped(Exception):
+    """The sync was stopped while a URL of it was being handled."""
+
+
 @dataclass
 class Outcome:
     """What processing one frontier URL found: counters, new links, an error."""
@@ -172,7 +176,10 @@ class CrawlEngine:
         if job.status != SyncStatus.SYNCING:
             return  # stopped or finished: the rest of its frontier is dropped
         settings = parse_web_crawler(source.configuration)
-        outcome = await self._process(item, job, source, settings)
+        try:
+            outcome = await self._process(item, job, source, settings)
+        except SyncStopped:
+            return
         fresh: list[tuple[str, int, str]] = []
         for sitemap in outcome.sitemaps:
             if await self._claim(job.id, sitemap):
@@ -185,9 +192,18 @@ class CrawlEngine:
             ]
         else:
             pages = []
+        filters = compile_filters(settings.filters)
+        entry_points = settings.seeds or settings.sitemaps
+        skipped: Counter[str] = Counter()
         for link, depth in pages:
-            if await self._claim(job.id, link):
+            # Judged before queueing: off-site links would otherwise cross the frontier for nothing.
+            if not in_scope(link, entry_points, settings.scope):
+                skipped["skipped_scope"] += 1
+            elif not filters.may_crawl(link):
+                skipped["skipped_pattern"] += 1
+            elif await self._claim(job.id, link):
                 fresh.append((link, depth, "page"))
+        outcome.counters.update(skipped)
         if fresh:
             # Counted before they are queued: the sync must not look finished while they wait.
             await self.jobs.mutate(
@@ -247,6 +263,10 @@ class CrawlEngine:
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
+        key = f"{job.source_id}.{job.id}"
+        current: SyncJob = await self._job_cache.get(key, lambda: self._job(key))
+        if current.status != SyncStatus.SYNCING:
+            raise SyncStopped(job.id)  # stopped while this URL waited for its turn
         conditional = known is not None and job.mode == "FULL_CRAWL"
         return await self.fetcher(settings).get(
             url,
@@ -417,11 +437,16 @@ class CrawlEngine:
 
     async def _record(self, key: str, outcome: Outcome, url: str) -> None:
         sync_id = key.rsplit(".", 1)[1]
-        if not await self._claim(f"{sync_id}-done", url):
+        done_key = f"{sync_id}-done.{url_key(url)}"
+        try:
+            await self.seen.create(done_key, b"1")
+        except nats.js.errors.KeyWrongLastSequenceError:
             # A replica that died before acknowledging already counted this URL.
             return
 
         def change(job: SyncJob) -> SyncJob:
+            if job.status != SyncStatus.SYNCING:
+                return job  # stopped or finished meanwhile: its counters stay as they were
             metrics = dict(job.metrics)
             for name, count in outcome.counters.items():
                 metrics[name] = metrics.get(name, 0) + count
@@ -437,7 +462,12 @@ class CrawlEngine:
                 }
             )
 
-        updated = await self.jobs.mutate(key, change, attempts=50)
+        try:
+            updated = await self.jobs.mutate(key, change, attempts=50)
+        except Exception:
+            # Not counted: let the redelivered message count it.
+            await self.seen.delete(done_key)
+            raise
         self._job_cache.clear()
         job = updated.value
         if job.status == SyncStatus.SYNCING and job.done >= job.queued:
