@@ -7,7 +7,6 @@ import asyncio
 import bisect
 import itertools
 import json
-import math
 import os
 import platform
 import shutil
@@ -32,7 +31,14 @@ if __package__ in (None, ""):  # run as `python bench/crawl.py`: make the repo r
 
 import httpx
 
-from bench.common import cpu_model, loadavg, nats_server_version, package_version, process_cpu_s
+from bench.common import (
+    cpu_model,
+    fmt,
+    loadavg,
+    nats_server_version,
+    package_version,
+    process_cpu_s,
+)
 from bench.launch import REPO_ROOT, Platform, free_port
 from runtime.bus import Bus
 
@@ -874,12 +880,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- report --------------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def rounds_table(result: dict[str, Any]) -> str:

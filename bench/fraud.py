@@ -36,7 +36,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 import polars as pl
 
-from bench.common import cpu_model, loadavg, nats_server_version, package_version, process_cpu_s
+from bench.common import (
+    cpu_model,
+    fmt,
+    loadavg,
+    nats_server_version,
+    package_version,
+    process_cpu_s,
+)
 from bench.launch import Platform
 from contracts import subjects, topology
 from contracts.fraud import FraudResult, GetEventPrediction
@@ -1401,12 +1408,6 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def quality_table(result: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from rank_bm25 import BM25Okapi
 
-from bench.common import cpu_model, loadavg, package_version
+from bench.common import cpu_model, fmt, loadavg, package_version
 from bench.launch import Platform
 from contracts.index import SourceDocument
 from documents.extract import extract_html
@@ -972,12 +972,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- report --------------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def pct(value: float | None) -> str:
