@@ -403,28 +403,13 @@ def bench_pipeline(
     args: argparse.Namespace, artifacts: dict[str, bytes], sentences: Sequence[str]
 ) -> dict[str, Any]:
     """Wall and process CPU time per row of the service's own pipeline (no bus, no batcher)."""
+    from services.inference.adapters.default_models import local_minilm_pipeline
     from services.inference.adapters.onnx_session import OnnxRunner
-    from services.inference.adapters.tokenizer import TextTokenizer
-    from services.inference.domain.pipelines import Prepared, pipeline_for
+    from services.inference.domain.pipelines import Prepared
 
-    class _Names:
-        @staticmethod
-        def artifact_name(name: str, version: int, file: str) -> str:
-            return f"{name}/{version}/{file}"
-
-    config = minilm_config(cast(ModelStore, _Names()))  # it only asks the store for names
-    runner = OnnxRunner(
-        artifacts["model.int8.onnx"],
-        config,
-        has_cuda=False,
-        intra_op_threads=args.service_intra_op or args.threads,
+    pipeline = local_minilm_pipeline(
+        intra_op_threads=args.service_intra_op or args.threads, artifacts=artifacts
     )
-    tokenizer = TextTokenizer.from_bytes(
-        artifacts["tokenizer.json"],
-        max_length=config.max_sequence_length,
-        buckets=config.sequence_buckets,
-    )
-    pipeline = pipeline_for(config, runner, tokenizer)
     items = [pipeline.prepare(InferRequest(texts=[text])) for text in sentences]
     out: dict[str, Any] = {"batches": {}}
     for batch in PIPELINE_BATCHES:
@@ -451,7 +436,7 @@ def bench_pipeline(
             "cpu_ms_per_row": statistics.median(cpu) * 1e3,
             "item_widths": widths,
         }
-    runner.close()
+    cast(OnnxRunner, pipeline.runner).close()
     one = out["batches"][str(PIPELINE_BATCHES[0])]
     for data in out["batches"].values():
         data["rows_per_s_vs_batch_1"] = data["rows_per_s"] / one["rows_per_s"]

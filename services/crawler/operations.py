@@ -71,7 +71,7 @@ class CrawlerOperations:
             else uuid.uuid4().hex[:36]
         )
         if any(
-            v.value.name == r.name and v.value.index_id == r.index_id
+            v.value.name == r.name and v.value.index_id == r.index_id and v.key != source_id
             for v in await self.sources.list()
         ):
             raise Conflict(f"a data source named {r.name!r} already exists in this index")
@@ -185,6 +185,9 @@ class CrawlerOperations:
         jobs = sorted(await self.engine.jobs_of(r.id), key=lambda j: j.started_at, reverse=True)
         if r.status_filter:
             jobs = [j for j in jobs if j.status.value == r.status_filter]
+        if r.start_time_filter:
+            low, high = _time_range(r.start_time_filter)
+            jobs = [j for j in jobs if low <= j.started_at.timestamp() <= high]
         start = 0
         if r.next_token:
             if not r.next_token.isdigit():
@@ -195,3 +198,17 @@ class CrawlerOperations:
         if len(jobs) > start + r.max_results:
             out["NextToken"] = str(start + r.max_results)
         return out
+
+
+def _time_range(raw: dict[str, Any]) -> tuple[float, float]:
+    """Kendra's TimeRange {StartTime, EndTime} (epoch seconds; either may be left out)."""
+    bounds = []
+    for key, default in (("StartTime", float("-inf")), ("EndTime", float("inf"))):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationFailed(f"StartTimeFilter.{key} must be a time in epoch seconds")
+        bounds.append(float(value))
+    unknown = set(raw) - {"StartTime", "EndTime"}
+    if unknown:
+        raise ValidationFailed(f"StartTimeFilter: unknown members {sorted(unknown)}")
+    return bounds[0], bounds[1]

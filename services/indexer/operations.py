@@ -147,7 +147,8 @@ class IndexOperations:
             if (r.client_token)
             else str(uuid.uuid4())
         )
-        if any(v.value.name == r.name for v in await self.indexes.list()):
+        # The same id is a retry with the same client token: the store answers it.
+        if any(v.value.name == r.name and v.key != index_id for v in await self.indexes.list()):
             raise Conflict(f"an index named {r.name!r} already exists")
         index = Index(
             id=index_id,
@@ -190,9 +191,7 @@ class IndexOperations:
             "RankingMode": index.ranking_mode,
             "DocumentsWithoutAclVisible": index.documents_without_acl_visible,
             "EmbeddingStatistics": {
-                "Passages": len(shard.documents and shard.vectors) + len(shard.pending_vectors)
-                if shard
-                else 0,
+                "Passages": len(shard.vectors) + len(shard.pending_vectors) if shard else 0,
                 "EmbeddedPassages": len(shard.vectors) if shard else 0,
                 "PendingPassages": len(shard.pending_vectors) if shard else 0,
             },
@@ -398,7 +397,6 @@ class IndexOperations:
         answer = best_sentence(shard.passage_text(hit.pid), terms)
         if answer is None:
             return None
-        info = shard.document(hit.ordinal)
         item = self._base_item(shard, hit, "ANSWER", query_id, terms, r)
         item["AdditionalAttributes"] = [
             {
@@ -411,7 +409,6 @@ class IndexOperations:
         ]
         item["DocumentExcerpt"] = _text(answer.text, answer.highlights, top=True)
         item["ScoreAttributes"] = {"ScoreConfidence": confidence.value}
-        del info
         return item
 
     def _base_item(
@@ -561,8 +558,7 @@ class IndexOperations:
             )
             for text in candidates:
                 # A query is suggested only if it finds something this user may see.
-                _, _, count = shard.keyword.search(text, 50)
-                if count and _visible_match(shard, text, visible):
+                if _visible_match(shard, text, visible):
                     texts.append(text)
         if "DOCUMENT_ATTRIBUTES" in types:
             titles = [

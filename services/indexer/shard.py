@@ -124,7 +124,6 @@ class IndexShard:
         )
         for pid, p in zip(pids, passages, strict=True):
             self._passage_doc[pid] = ordinal
-            # The embedding sees the title too: a passage often relies on it for its subject.
             self._passage_text[pid] = p.text
             self.pending_vectors[pid] = None
         self.sources[ordinal] = (doc, at)
@@ -268,6 +267,7 @@ class IndexShard:
         return out
 
     def _embedding_text(self, pid: int) -> str:
+        """The passage with its document's title: a passage often relies on it for its subject."""
         info = self.documents.get(int(self._passage_doc[pid]))
         title = info.title if info else ""
         text = self._passage_text.get(pid, "")

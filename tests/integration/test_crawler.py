@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from services.indexer.config import Settings as IndexerSettings
 from tests.conftest import serving_gateway
 
 
-def page(title: str, body: str, links: list[str] = ()) -> str:  # type: ignore[assignment]
+def page(title: str, body: str, links: Sequence[str] = ()) -> str:
     anchors = "".join(f'<a href="{href}">{href}</a> ' for href in links)
     return (
         f"<html lang='en'><head><title>{title}</title></head><body>"

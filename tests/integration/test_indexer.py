@@ -357,7 +357,6 @@ async def test_updates_deletes_faq_feedback_and_suggestions(search: Search, uniq
         await search.query(
             index_id, "zebras in the savanna", VisitorId=user, UserContext={"UserId": user}
         )
-    await search.put(index_id, []) if False else None
     result = await search.query(index_id, "zebras", UserContext={"UserId": "u1"})
     doc_item = next(item for item in result["ResultItems"] if item["Type"] == "DOCUMENT")
     await search.post(
@@ -414,6 +413,18 @@ def _exercise_kendra(search: Search, unique: str) -> None:
     kendra = search.kendra()
     created = kendra.create_index(Name=f"boto-{unique}", RoleArn="arn:aws:iam::000000000000:role/k")
     index_id = created["Id"]
+    token = f"token-{unique}"
+    first = kendra.create_index(
+        Name=f"retry-{unique}", RoleArn="arn:aws:iam::0:role/k", ClientToken=token
+    )
+    again = kendra.create_index(
+        Name=f"retry-{unique}", RoleArn="arn:aws:iam::0:role/k", ClientToken=token
+    )
+    assert first["Id"] == again["Id"]  # a retry with the same token is the same index
+    with pytest.raises(botocore.exceptions.ClientError) as taken:
+        kendra.create_index(Name=f"retry-{unique}", RoleArn="arn:aws:iam::0:role/k")
+    assert taken.value.response["Error"]["Code"] == "ConflictException"
+    kendra.delete_index(Id=first["Id"])
     described = kendra.describe_index(Id=index_id)
     assert described["Status"] == "ACTIVE" and described["Name"] == f"boto-{unique}"
     assert index_id in [i["Id"] for i in kendra.list_indices()["IndexConfigurationSummaryItems"]]

@@ -85,9 +85,11 @@ class _ArtifactNames:
         return f"{name}/{version}/{file}"
 
 
-def local_minilm_pipeline(*, intra_op_threads: int = 0) -> Pipeline:
+def local_minilm_pipeline(
+    *, intra_op_threads: int = 0, artifacts: dict[str, bytes] | None = None
+) -> Pipeline:
     """The served MiniLM text-embedding pipeline (int8 ONNX on CPU), built in this process."""
-    artifacts = build_minilm_artifacts()
+    artifacts = artifacts or build_minilm_artifacts()
     config = minilm_config(cast(ModelStore, _ArtifactNames()))
     runner = OnnxRunner(
         artifacts["model.int8.onnx"], config, has_cuda=False, intra_op_threads=intra_op_threads
