@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the services need; installed with apt-get (sudo when not root).
-# g++ and python3-dev: hnswlib (the indexer's HNSW) is built from source.
-DEBIAN_PACKAGES := g++ python3-dev
+# g++ and python3-dev: hnswlib (the indexer's HNSW) is built from source. buildah, skopeo and
+# docker-registry: the image builder (crun for RUN steps; busybox-static roots test images).
+DEBIAN_PACKAGES := g++ python3-dev buildah crun skopeo docker-registry busybox-static
 # What the benchmarks read: the Python documentation is the search benchmark's corpus.
 BENCH_DEBIAN_PACKAGES := python3.11-doc
 
@@ -22,7 +23,7 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Trellis needs Python 3.11 or newer (PYTHON=$(PYTHON))" >&2; exit 1; }
 	@bash deploy/install-debian-packages.sh $(DEBIAN_PACKAGES) \

@@ -67,7 +67,7 @@ class Platform:
         }
 
     def start(self, name: str, argv: list[str] | None = None) -> None:
-        spec = next(s for s in process_specs(self.url, 0) if s.name == name)
+        spec = next(s for s in process_specs(self.url, 0, self.data_dir) if s.name == name)
         with (self.logs / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 argv or spec.argv,

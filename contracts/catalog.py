@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import crawl, fraud, index, inference, subjects, system, topology
+from contracts import crawl, fraud, images, index, inference, subjects, system, topology
 from contracts.envelope import Message
 from contracts.errors import ErrorReply
 
@@ -22,7 +22,7 @@ class OperationDoc:
 class EventDoc:
     subject: str
     message: type[Message]
-    stream: str
+    stream: str  # empty: a core NATS broadcast, not stored
     summary: str
 
 
@@ -72,6 +72,72 @@ def _crawl_operations() -> list[OperationDoc]:
             f"Kendra {op.name} (Kendra's request and response shapes).",
         )
         for op in crawl.CRAWL_OPERATIONS
+    ]
+
+
+def _image_operations() -> list[OperationDoc]:
+    sagemaker = [
+        OperationDoc(
+            subjects.image_operation(op.bus_operation),
+            op.request,
+            images.ImageResult,
+            f"SageMaker {op.name} (SageMaker's request and response shapes).",
+        )
+        for op in (*images.SAGEMAKER_OPERATIONS, *images.REST_OPERATIONS)
+    ]
+    builds = [
+        OperationDoc(
+            subjects.image_operation("start_build"),
+            images.StartBuild,
+            images.BuildReply,
+            "Queue a buildah build of an uploaded context, pushed to the registry.",
+        ),
+        OperationDoc(
+            subjects.image_operation("describe_build"),
+            images.DescribeBuild,
+            images.BuildReply,
+            "One build: status, image URI and digest.",
+        ),
+        OperationDoc(
+            subjects.image_operation("cancel_build"),
+            images.CancelBuild,
+            images.BuildReply,
+            "Cancel a queued or running build.",
+        ),
+        OperationDoc(
+            subjects.image_operation("list_builds"),
+            images.ListBuilds,
+            images.BuildList,
+            "Builds, newest first.",
+        ),
+    ]
+    return [*sagemaker, *builds]
+
+
+def _image_events() -> list[EventDoc]:
+    work = topology.IMAGE_WORK.name
+    return [
+        EventDoc(
+            subjects.IMAGE_BUILD_QUEUED, images.BuildQueued, work, "A build waits for a builder."
+        ),
+        EventDoc(
+            subjects.IMAGE_VERSION_SUBMITTED,
+            images.VersionSubmitted,
+            work,
+            "An image version waits for validation of the pushed image.",
+        ),
+        EventDoc(
+            "image.v1.build_log.{build_id}",
+            images.BuildLogLine,
+            topology.IMAGE_BUILD_LOGS.name,
+            "One line of a build's output; the last line carries the outcome.",
+        ),
+        EventDoc(
+            subjects.IMAGE_BUILD_CANCEL_REQUESTED,
+            images.BuildCancelRequested,
+            "",
+            "Core NATS broadcast: the builder running this build stops it.",
+        ),
     ]
 
 
@@ -126,6 +192,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
     *_fraud_operations(),
     *_kendra_operations(),
     *_crawl_operations(),
+    *_image_operations(),
     OperationDoc(
         subjects.HEALTH_POLL,
         system.HealthPoll,
@@ -191,6 +258,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
 
 EVENTS: tuple[EventDoc, ...] = (
     *_index_events(),
+    *_image_events(),
     EventDoc(
         subjects.CRAWL_FRONTIER_QUEUED,
         crawl.FrontierUrl,
@@ -241,4 +309,5 @@ def all_messages() -> dict[str, type[Message]]:
     found[system.ConsumerStatus.message_type] = system.ConsumerStatus
     found[index.IndexSummary.message_type] = index.IndexSummary
     found[inference.ModelStatus.message_type] = inference.ModelStatus
+    found[images.Build.message_type] = images.Build
     return dict(sorted(found.items()))

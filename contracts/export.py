@@ -80,9 +80,10 @@ def render_asyncapi() -> str:
         key = ev.subject.replace(".", "_")
         channels[key] = {
             "address": ev.subject,
-            "x-jetstream-stream": ev.stream,
             "messages": {"event": _message_ref(ev.message.message_type)},
         }
+        if ev.stream:  # an empty stream: a core NATS broadcast, not stored
+            channels[key]["x-jetstream-stream"] = ev.stream
         operations[key] = {
             "action": "send",
             "summary": ev.summary,

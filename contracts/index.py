@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
-from pydantic.alias_generators import to_pascal
+from pydantic import Field
 
+from contracts.aws import AwsMessage, AwsOperation
 from contracts.envelope import Message
 
 
@@ -44,14 +43,12 @@ RankingMode = Literal["HYBRID_RRF", "HYBRID_NORMALIZED", "KEYWORD", "SEMANTIC"]
 INDEX_ID = r"^[a-zA-Z0-9][a-zA-Z0-9-]{35}$"
 
 
-class KendraMessage(Message):
+class KendraMessage(AwsMessage):
     """Kendra's JSON names (PascalCase) on the AWS API; Python names inside. Unknown fields are refused.
 
     Attribute values, filters, ACLs and user contexts stay JSON here: the indexer's domain
     validates them against the index's attribute types and names the wrong part.
     """
-
-    model_config = ConfigDict(extra="forbid", alias_generator=to_pascal, populate_by_name=True)
 
 
 class Tag(KendraMessage):
@@ -303,13 +300,7 @@ class IndexResult(Message):
     output: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class KendraOperation:
-    """One Kendra operation: its bus operation (`index.v1.<bus_operation>`) and request model."""
-
-    name: str
-    bus_operation: str
-    request: type[KendraMessage]
+KendraOperation = AwsOperation
 
 
 KENDRA_OPERATIONS: tuple[KendraOperation, ...] = (

@@ -134,3 +134,21 @@ def queue_group(service: str) -> str:
     """Replicas of one service share work through this queue group."""
     domain_of(service)
     return f"trellis_{service}"
+
+
+def image_operation(name: str) -> str:
+    """`image.v1.<operation>` for a SageMaker image operation or a build (`create_image_version`)."""
+    return operation("image", name)
+
+
+# Work for builder replicas (the IMAGE_WORK queue) and the broadcast that cancels a running build.
+IMAGE_BUILD_QUEUED = event("image", "build", "queued")
+IMAGE_VERSION_SUBMITTED = event("image", "version", "submitted")
+IMAGE_BUILD_CANCEL_REQUESTED = event("image", "build", "cancel_requested")
+IMAGE_BUILD_LOG_ALL = "image.v1.build_log.*"
+
+
+def image_build_log(build_id: str) -> str:
+    """`image.v1.build_log.<build id>`: one build's output lines, so a follower filters on one."""
+    _check(build_id)
+    return f"image.{VERSION}.build_log.{build_id}"

@@ -140,16 +140,59 @@ UPLOADS_LOCATION = "s3://trellis-uploads/"  # how AFD requests name an uploaded 
 INDEX_UPLOADS = "index_uploads"  # object store: FAQ files uploaded through the gateway
 INDEX_SNAPSHOTS = "index_snapshots"  # object store: <snapshot id>/<index id>.{json.gz,npy}
 
+IMAGE_WORK = StreamSpec(
+    name="IMAGE_WORK",
+    subjects=(subjects.IMAGE_BUILD_QUEUED, subjects.IMAGE_VERSION_SUBMITTED),
+    description="Builds waiting for a builder and image versions waiting for validation; "
+    "image-builder replicas share it.",
+    work_queue=True,
+)
+IMAGE_BUILD_CONSUMER = ConsumerSpec(
+    stream="IMAGE_WORK",
+    durable="image-builds",
+    filter_subject=subjects.IMAGE_BUILD_QUEUED,
+    ack_wait_s=60.0,  # a running build keeps its message alive; a dead builder's is redelivered
+    max_deliver=3,
+    max_ack_pending=64,
+)
+IMAGE_VALIDATION_CONSUMER = ConsumerSpec(
+    stream="IMAGE_WORK",
+    durable="image-validations",
+    filter_subject=subjects.IMAGE_VERSION_SUBMITTED,
+    ack_wait_s=60.0,
+    max_deliver=3,
+    max_ack_pending=64,
+)
+IMAGE_BUILD_LOGS = StreamSpec(
+    name="IMAGE_BUILD_LOGS",
+    subjects=(subjects.IMAGE_BUILD_LOG_ALL,),
+    description="Build output lines, one subject per build, for live followers; the whole log is "
+    "also stored with the build.",
+    max_age_s=7 * 24 * 3600,
+    max_bytes=1024**3,
+)
+IMAGE_RESOURCES = BucketSpec(
+    name="image_resources",
+    description="SageMaker image resources: image.<name>, version.<name>.<n>, config.<name>, "
+    "domain.<id>, profile.<domain>.<name>, and builds (build.<id>).",
+    history=5,
+)
+IMAGE_CONTEXTS = "image_contexts"  # object store: build contexts (tar) uploaded through the gateway
+IMAGE_LOGS = "image_build_logs"  # object store: each build's whole log, <build id>.log
+
 STREAMS: tuple[StreamSpec, ...] = (
     DEAD_LETTERS,
     FRAUD_EVENTS,
     DOCUMENTS,
     INDEX_ACTIVITY,
     CRAWL_FRONTIER,
+    IMAGE_WORK,
+    IMAGE_BUILD_LOGS,
 )
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,
     GATEWAY_API_KEYS,
     FRAUD_SETTINGS,
     INDEX_INDEXES,
+    IMAGE_RESOURCES,
 )

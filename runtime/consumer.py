@@ -105,18 +105,27 @@ class DurableConsumer(Generic[M]):
     async def _fetch_loop(self) -> None:
         assert self._sub is not None
         while not self._stopping.is_set():
+            # Fetch only what free slots can start now: a message never waits in memory, unacked,
+            # for a slot (a long handler would let it be redelivered to another replica meanwhile).
+            await self._slots.acquire()
+            wanted = 1
+            while wanted < self.batch and not self._slots.locked():
+                await self._slots.acquire()
+                wanted += 1
+            msgs: list[Msg] = []
             try:
-                msgs = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
+                msgs = await self._sub.fetch(wanted, timeout=self.fetch_timeout_s)
             except (TimeoutError, nats.errors.TimeoutError):
-                continue
+                pass
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
             except Exception:
                 log.exception("fetch from %s failed; retrying", self.spec.durable)
                 await asyncio.sleep(1.0)
-                continue
+            finally:
+                for _ in range(wanted - len(msgs)):
+                    self._slots.release()
             for msg in msgs:
-                await self._slots.acquire()
                 task = asyncio.create_task(self._process(msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)

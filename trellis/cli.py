@@ -1,4 +1,4 @@
-"""`trellis`: `up` runs the platform on this machine; `status` and `keys` talk to a gateway."""
+"""`trellis`: `up` runs the platform on this machine; the other commands talk to a gateway."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from services.gateway.adapters.bootstrap import (
     load_or_create_credentials,
 )
 from services.gateway.config import Settings as GatewaySettings
+from services.image_builder.adapters.contexts import pack_context
+from services.image_builder.adapters.registry_server import is_loopback, registry_argv
+from services.image_builder.config import Settings as ImageBuilderSettings
 from trellis.client import ClientError, GatewayClient
 from trellis.supervisor import ProcessSpec, Supervisor
 
@@ -34,8 +37,14 @@ def say(text: str) -> None:
 # -- up ------------------------------------------------------------------------------------
 
 
-def process_specs(nats_url: str, ops_base_port: int) -> list[ProcessSpec]:
+def process_specs(nats_url: str, ops_base_port: int, data_dir: Path) -> list[ProcessSpec]:
     specs = []
+    registry = ImageBuilderSettings().registry
+    if is_loopback(registry):  # a registry elsewhere is the operator's; on loopback, ours
+        try:
+            specs.append(ProcessSpec("registry", registry_argv(data_dir / "registry", registry)))
+        except RuntimeError as exc:
+            say(f"no image registry: {exc}")
     for i, name in enumerate(BACKEND_SERVICES):
         env = {"TRELLIS_NATS_URL": nats_url}
         if ops_base_port:
@@ -78,7 +87,7 @@ async def up(args: argparse.Namespace) -> int:
     url = f"http://{gateway.host}:{gateway.port}"
     creds = load_or_create_credentials(data_dir)
     supervisor = Supervisor(
-        process_specs(nats_url, args.ops_base_port), data_dir / "logs", on_event=say
+        process_specs(nats_url, args.ops_base_port, data_dir), data_dir / "logs", on_event=say
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,7 +119,7 @@ async def up(args: argparse.Namespace) -> int:
         else:
             waiter.cancel()
         say("stopping...")
-        await supervisor.stop(order=["gateway", *reversed(BACKEND_SERVICES)])
+        await supervisor.stop(order=["gateway", *reversed(BACKEND_SERVICES), "registry"])
     finally:
         if nats is not None:
             nats.stop()
@@ -289,6 +298,70 @@ def crawl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise ClientError(f"{what} {value!r} is not KEY=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
+def image(args: argparse.Namespace) -> int:
+    """Images: build a directory with buildah and push it (like sm-docker build), list builds."""
+    client = GatewayClient()
+    if args.image_command == "builds":
+        rows = [
+            [
+                b["id"],
+                b["status"],
+                b["request"]["repository"],
+                b.get("digest") or "",
+                b.get("failure_reason") or "",
+            ]
+            for b in client.call("GET", "/v1/builds")["builds"]
+        ]
+        _print_table(rows, ["build", "status", "repository", "digest", "reason"])
+        return 0
+    if args.image_command == "logs":
+        for line in client.lines(f"/v1/builds/{args.build}/logs?follow={str(args.follow).lower()}"):
+            print(line)
+        return 0
+    context = Path(args.path)
+    archive = pack_context(context, 16 * 1024**3)
+    name = f"ctx-{int(time.time())}-{os.getpid()}"
+    client.upload(f"/v1/build-contexts/{name}", archive)
+    body: dict[str, Any] = {
+        "context": name,
+        "repository": args.repository,
+        "dockerfile": args.file,
+        "build_args": _pairs(args.build_arg, "--build-arg"),
+        "labels": _pairs(args.label, "--label"),
+        "layers": not args.no_cache,
+    }
+    if args.target:
+        body["target"] = args.target
+    if args.platform:
+        body["platform"] = args.platform
+    build = client.call("POST", "/v1/builds", json=body)
+    print(f"build {build['id']} queued ({len(archive) / 2**20:.1f} MB context)", file=sys.stderr)
+    if args.detach:
+        print(build["id"])
+        return 0
+    for line in client.lines(f"/v1/builds/{build['id']}/logs?follow=true"):
+        print(line)
+    final = client.call("GET", f"/v1/builds/{build['id']}")
+    if final["status"] != "SUCCEEDED":
+        print(
+            f"trellis: build {final['status']}: {final.get('failure_reason') or ''}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{final['image_uri']}@{final['digest']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trellis", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -365,6 +438,23 @@ def parser() -> argparse.ArgumentParser:
         if name == "sync":
             command.add_argument("--forced", action="store_true", help="refetch every page")
 
+    p_image = commands.add_parser("image", help="build images with buildah and push them")
+    image_commands = p_image.add_subparsers(dest="image_command", required=True)
+    i_build = image_commands.add_parser("build", help="build a directory and push it")
+    i_build.add_argument("path", help="the build context (a directory with a Dockerfile)")
+    i_build.add_argument("--repository", required=True, help="NAME[:TAG] in the registry")
+    i_build.add_argument("-f", "--file", default="Dockerfile", help="Dockerfile, in the context")
+    i_build.add_argument("--build-arg", action="append", help="KEY=VALUE (repeat)")
+    i_build.add_argument("--label", action="append", help="KEY=VALUE (repeat)")
+    i_build.add_argument("--target", help="the stage to build")
+    i_build.add_argument("--platform", help="e.g. linux/arm64")
+    i_build.add_argument("--no-cache", action="store_true", help="do not reuse cached layers")
+    i_build.add_argument("--detach", action="store_true", help="print the build id and return")
+    image_commands.add_parser("builds", help="recent builds")
+    i_logs = image_commands.add_parser("logs", help="a build's log")
+    i_logs.add_argument("build")
+    i_logs.add_argument("--follow", action="store_true")
+
     p_search = commands.add_parser("search", help="query a search index")
     p_search.add_argument("query")
     p_search.add_argument("--index", required=True, help="index name or id")
@@ -392,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             return search(args)
         if args.command == "crawl":
             return crawl(args)
+        if args.command == "image":
+            return image(args)
         return keys(args)
     except ClientError as exc:
         print(f"trellis: {exc}", file=sys.stderr)

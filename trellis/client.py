@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,28 @@ class GatewayClient:
     def call(self, method: str, path: str, json: Any = None) -> Any:
         response = self._request(method, path, json)
         return response.json() if response.content else None
+
+    def upload(self, path: str, content: bytes) -> Any:
+        try:
+            response = self._http.put(path, content=content, timeout=600)
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                f"cannot reach the gateway at {self.settings.gateway_url}: {exc}"
+            ) from None
+        if response.status_code >= 400:
+            raise ClientError(f"{response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def lines(self, path: str) -> Iterator[str]:
+        """A streamed text response, line by line (a build log being followed)."""
+        try:
+            with self._http.stream("GET", path, timeout=httpx.Timeout(30, read=None)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(f"{response.status_code}: {response.text[:500]}")
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise ClientError(f"lost the gateway at {self.settings.gateway_url}: {exc}") from None
 
     def raw(self, method: str, path: str) -> bytes:
         return self._request(method, path).content

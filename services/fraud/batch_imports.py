@@ -15,9 +15,10 @@ from contracts.envelope import utc_now
 from contracts.fraud import CreateBatchImportJob, EventSent, GetBatchImportJobs
 from runtime.errors import ValidationFailed
 from runtime.kv import ResourceStore
+from runtime.paging import page
 from services.fraud.domain.imports import event_fields, read_events
 from services.fraud.domain.resources import BatchImportRecord
-from services.fraud.operations import FraudOperations, Output, page
+from services.fraud.operations import FraudOperations, Output
 
 log = logging.getLogger("trellis.fraud.imports")
 WINDOW = 256  # events published at once: JetStream acks pipelined, order kept per window

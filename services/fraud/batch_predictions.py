@@ -12,12 +12,13 @@ from contracts.envelope import utc_now
 from contracts.fraud import CreateBatchPredictionJob, GetBatchImportJobs
 from runtime.errors import ValidationFailed
 from runtime.kv import ResourceStore
+from runtime.paging import page
 from services.fraud.batch_imports import read_event_file
 from services.fraud.detectors import Detectors, typed_value
 from services.fraud.domain.imports import read_events
 from services.fraud.domain.resources import BatchPredictionRecord
 from services.fraud.domain.rules import model_score_variable
-from services.fraud.operations import Output, page
+from services.fraud.operations import Output
 
 log = logging.getLogger("trellis.fraud.predictions")
 

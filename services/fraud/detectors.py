@@ -22,6 +22,7 @@ from contracts.fraud import (
     parse_afd_timestamp,
 )
 from runtime.errors import NotFound, ValidationFailed
+from runtime.paging import page
 from services.fraud.domain.resources import (
     DetectorRecord,
     DetectorVersionRecord,
@@ -34,7 +35,7 @@ from services.fraud.domain.rules import (
     model_score_variable,
     validate_rule,
 )
-from services.fraud.operations import FraudOperations, Output, page
+from services.fraud.operations import FraudOperations, Output
 
 
 class ModelScorer(Protocol):

@@ -35,6 +35,7 @@ from contracts.inference import (
     UnloadModelCommand,
 )
 from runtime.errors import TrellisError, ValidationFailed
+from runtime.paging import page
 from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.domain.features import FeaturePipeline, VariableSpec
 from services.fraud.domain.model_training import TrainingRejected, run_training
@@ -44,7 +45,7 @@ from services.fraud.domain.resources import (
     next_model_version,
     refuse_delete,
 )
-from services.fraud.operations import FraudOperations, Output, page
+from services.fraud.operations import FraudOperations, Output
 
 log = logging.getLogger("trellis.fraud.models")
 LEASE = timedelta(minutes=2)

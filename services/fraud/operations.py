@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nats.js.errors
 from nats.js.object_store import ObjectStore
@@ -43,6 +43,7 @@ from runtime.bus import Bus
 from runtime.cache import TtlCache
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
+from runtime.paging import page
 from runtime.view import StreamView
 from services.fraud.adapters.event_store import EventStore
 from services.fraud.domain.resources import (
@@ -59,7 +60,6 @@ from services.fraud.domain.resources import (
 )
 
 log = logging.getLogger("trellis.fraud")
-R = TypeVar("R")
 Output = dict[str, Any]
 
 COLLECTION_NAMES = {
@@ -70,16 +70,6 @@ COLLECTION_NAMES = {
     "detector": "detectors",
     "list": "lists",
 }
-
-
-def page(
-    items: Sequence[R], key: Callable[[R], str], next_token: str | None, max_results: int
-) -> tuple[list[R], str | None]:
-    ordered = sorted(items, key=key)
-    if next_token:
-        ordered = [i for i in ordered if key(i) > next_token]
-    chosen = ordered[:max_results]
-    return chosen, (key(chosen[-1]) if len(ordered) > max_results and chosen else None)
 
 
 class Stores:

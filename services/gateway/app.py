@@ -23,10 +23,19 @@ from services.gateway.adapters.bootstrap import (
 from services.gateway.adapters.fleet import Fleet
 from services.gateway.adapters.key_store import KeyStore
 from services.gateway.auth import AuthError
-from services.gateway.aws import fraud_detector, kendra
+from services.gateway.aws import fraud_detector, kendra, sagemaker
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
-from services.gateway.handlers import aws, data_sources, fraud, indexes, keys, models, system
+from services.gateway.handlers import (
+    aws,
+    data_sources,
+    fraud,
+    images,
+    indexes,
+    keys,
+    models,
+    system,
+)
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
 
@@ -35,6 +44,7 @@ def aws_operations() -> AwsOperations:
     operations = AwsOperations()
     fraud_detector.register(operations)
     kendra.register(operations)
+    sagemaker.register(operations)
     return operations
 
 
@@ -61,6 +71,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
             ("POST", "/v1/models"): settings.max_upload_bytes,
             ("PUT", "/v1/fraud/uploads/"): settings.max_upload_bytes,
             ("PUT", "/v1/index-uploads/"): settings.max_upload_bytes,
+            ("PUT", "/v1/build-contexts/"): settings.max_upload_bytes,
         },
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
@@ -102,6 +113,8 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(indexes.router)
     app.include_router(indexes.uploads)
     app.include_router(data_sources.router)
+    for router in images.ROUTERS:
+        app.include_router(router)
     return app
 
 

@@ -27,7 +27,12 @@ class Stack:
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "TRELLIS_DATA_DIR": str(data_dir), "TRELLIS_GATEWAY_PORT": str(port)}
+        env = {
+            **os.environ,
+            "TRELLIS_DATA_DIR": str(data_dir),
+            "TRELLIS_GATEWAY_PORT": str(port),
+            "TRELLIS_IMAGE_BUILDER_REGISTRY": f"127.0.0.1:{free_port()}",
+        }
         for name in ("TRELLIS_NATS_URL", "TRELLIS_ADMIN_API_KEY", "TRELLIS_API_KEY"):
             env.pop(name, None)
         self.process = subprocess.Popen(

@@ -10,7 +10,7 @@ from contracts import subjects
 from contracts.crawl import CRAWL_OPERATIONS, CrawlResult
 from services.gateway.auth import require
 from services.gateway.domain.keys import Access, Principal
-from services.gateway.handlers.indexes import call_kendra
+from services.gateway.handlers.indexes import call_operation
 
 router = APIRouter(prefix="/v1/data-sources", tags=["crawler"])
 OPERATIONS = {op.name: op for op in CRAWL_OPERATIONS}
@@ -22,7 +22,7 @@ Json = Annotated[dict[str, Any], Body()]
 async def _call(request: Request, operation: str, body: dict[str, Any]) -> dict[str, Any]:
     spec = OPERATIONS[operation]
     subject = subjects.crawl_operation(spec.bus_operation)
-    return await call_kendra(request, spec, subject, body, CrawlResult, "crawler")
+    return await call_operation(request, spec, subject, body, CrawlResult, "crawler")
 
 
 @router.post(

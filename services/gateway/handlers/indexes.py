@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from contracts import subjects, topology
+from contracts.aws import AwsMessage, AwsOperation
 from contracts.crawl import CrawlResult
+from contracts.images import ImageResult
 from contracts.index import (
     KENDRA_OPERATIONS,
     IndexResult,
-    KendraMessage,
-    KendraOperation,
     ListIndexesReply,
     ListIndexesRequest,
 )
@@ -30,17 +30,17 @@ WriteIndex = Annotated[Principal, Depends(require("indexer", Access.WRITE))]
 Json = Annotated[dict[str, Any], Body()]
 
 
-async def call_kendra(
+async def call_operation(
     request: Request,
-    spec: KendraOperation,
+    spec: AwsOperation,
     subject: str,
     body: dict[str, Any],
-    reply: type[IndexResult | CrawlResult],
+    reply: type[IndexResult | CrawlResult | ImageResult],
     service: str,
 ) -> dict[str, Any]:
-    """A Kendra operation from REST: validate the body as its contract, ask the service."""
-    message: KendraMessage = parse_model(spec.request, body)
-    result: IndexResult | CrawlResult = await request.app.state.bus.request(
+    """An AWS-shaped operation from REST: validate the body as its contract, ask the service."""
+    message: AwsMessage = parse_model(spec.request, body)
+    result: IndexResult | CrawlResult | ImageResult = await request.app.state.bus.request(
         subject,
         message,
         reply,
@@ -53,7 +53,7 @@ async def call_kendra(
 async def _call(request: Request, operation: str, body: dict[str, Any]) -> dict[str, Any]:
     spec = OPERATIONS[operation]
     subject = subjects.index_operation(spec.bus_operation)
-    return await call_kendra(request, spec, subject, body, IndexResult, "indexer")
+    return await call_operation(request, spec, subject, body, IndexResult, "indexer")
 
 
 @router.get("", summary="List indexes")

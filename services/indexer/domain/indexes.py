@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from runtime.errors import ValidationFailed
+from runtime.paging import page
 
 
 class IndexStatus(StrEnum):
@@ -53,14 +54,9 @@ def page_after(
     indexes: Sequence[Index], max_results: int, next_token: str | None
 ) -> tuple[list[Index], str | None]:
     """One page of indexes ordered by id; the token is the last id of the previous page."""
-    ordered = sorted(indexes, key=lambda ix: ix.id)
-    if next_token is not None:
-        if not next_token.strip():
-            raise ValidationFailed("NextToken is empty")
-        ordered = [ix for ix in ordered if ix.id > next_token]
-    page = ordered[:max_results]
-    more = len(ordered) > max_results
-    return page, (page[-1].id if more and page else None)
+    if next_token is not None and not next_token.strip():
+        raise ValidationFailed("NextToken is empty")
+    return page(indexes, lambda ix: ix.id, next_token, max_results)
 
 
 class FaqRecord(BaseModel):
