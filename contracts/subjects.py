@@ -152,3 +152,21 @@ def image_build_log(build_id: str) -> str:
     """`image.v1.build_log.<build id>`: one build's output lines, so a follower filters on one."""
     _check(build_id)
     return f"image.{VERSION}.build_log.{build_id}"
+
+
+def tune_operation(name: str) -> str:
+    """`tune.v1.<operation>` for a tuning job operation (`create_tuning_job`)."""
+    return operation("tune", name)
+
+
+TUNE_TRIAL_QUEUED_ALL = "tune.v1.trial_queued.*"
+TUNE_TRIAL_REPORTED = event("tune", "trial", "reported")
+TUNE_TRIAL_ENDED = event("tune", "trial", "ended")
+TUNE_TRIAL_EVENTS_ALL = (TUNE_TRIAL_REPORTED, TUNE_TRIAL_ENDED)
+TUNE_TRIAL_CONTROL_REQUESTED = event("tune", "trial", "control_requested")
+
+
+def tune_trial_queued(pool: str) -> str:
+    """`tune.v1.trial_queued.<pool>`: the queue of one worker pool."""
+    _check(pool)
+    return f"tune.{VERSION}.trial_queued.{pool}"

@@ -180,6 +180,52 @@ IMAGE_RESOURCES = BucketSpec(
 IMAGE_CONTEXTS = "image_contexts"  # object store: build contexts (tar) uploaded through the gateway
 IMAGE_LOGS = "image_build_logs"  # object store: each build's whole log, <build id>.log
 
+TUNE_TRIAL_QUEUE = StreamSpec(
+    name="TUNE_TRIAL_QUEUE",
+    subjects=(subjects.TUNE_TRIAL_QUEUED_ALL,),
+    description="Trials waiting for a worker, one subject per pool; workers of a pool share it.",
+    work_queue=True,
+)
+TUNE_TRIAL_EVENTS = StreamSpec(
+    name="TUNE_TRIAL_EVENTS",
+    subjects=subjects.TUNE_TRIAL_EVENTS_ALL,
+    description="What trials reported and how they ended; the tuner's jobs advance on it.",
+    max_age_s=30 * 24 * 3600,
+    max_bytes=4 * 1024**3,
+)
+TUNE_EVENTS_CONSUMER = ConsumerSpec(
+    stream="TUNE_TRIAL_EVENTS",
+    durable="tuner-trial-events",
+    filter_subject="tune.v1.trial.*",
+    ack_wait_s=30.0,
+    max_ack_pending=1000,
+)
+
+
+def tune_pool_consumer(pool: str, ack_wait_s: float) -> ConsumerSpec:
+    """The durable consumer a pool's workers share (created by the first worker of the pool)."""
+    return ConsumerSpec(
+        stream="TUNE_TRIAL_QUEUE",
+        durable=f"tune-pool-{pool}",
+        filter_subject=subjects.tune_trial_queued(pool),
+        ack_wait_s=ack_wait_s,
+        max_deliver=20,  # a requeued trial is redelivered; the job's max_attempts bounds it
+        backoff_s=(1.0,),
+        max_ack_pending=10_000,
+    )
+
+
+TUNE_JOBS = BucketSpec(
+    name="tune_jobs",
+    description="Tuning jobs (job.<name>): spec, status, scheduler state, the trial table.",
+    history=3,
+)
+TUNE_WORKERS = BucketSpec(
+    name="tune_workers",
+    description="Live tuner workers (<pool>.<worker>): slots, resources, cost; expires with them.",
+    ttl_s=15.0,
+)
+
 STREAMS: tuple[StreamSpec, ...] = (
     DEAD_LETTERS,
     FRAUD_EVENTS,
@@ -188,6 +234,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     CRAWL_FRONTIER,
     IMAGE_WORK,
     IMAGE_BUILD_LOGS,
+    TUNE_TRIAL_QUEUE,
+    TUNE_TRIAL_EVENTS,
 )
 BUCKETS: tuple[BucketSpec, ...] = (
     SERVICE_REGISTRY,
@@ -195,4 +243,5 @@ BUCKETS: tuple[BucketSpec, ...] = (
     FRAUD_SETTINGS,
     INDEX_INDEXES,
     IMAGE_RESOURCES,
+    TUNE_JOBS,
 )

@@ -516,3 +516,33 @@ async def test_hostile_contexts_are_refused_and_builds_cancel(stack: Stack, tmp_
         await asyncio.sleep(0.05)
     assert build["status"] == "CANCELLED"
     assert time.monotonic() - began < 15
+
+
+async def test_cli_builds_a_directory_like_sm_docker(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trellis import cli
+
+    monkeypatch.setenv("TRELLIS_GATEWAY_URL", stack.url)
+    monkeypatch.setenv("TRELLIS_API_KEY", stack.api_key)
+    context = rootfs_context(tmp_path / "ctx", "FROM scratch\nCOPY rootfs/ /\nLABEL via=cli\n")
+    (context / ".dockerignore").write_text("secrets.txt\n")
+    (context / "secrets.txt").write_text("not for the image")
+    repository = f"cli-{str(time.monotonic_ns())[-8:]}:1"
+    code = await asyncio.to_thread(
+        cli.main, ["image", "build", str(context), "--repository", repository, "--label", "k=v"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "STEP 2/4: COPY rootfs/ /" in captured.out  # the log, streamed
+    pushed = captured.out.strip().splitlines()[-1]
+    assert pushed.startswith(f"{stack.registry}/{repository}@sha256:")
+    code = await asyncio.to_thread(cli.main, ["image", "builds"])
+    assert code == 0 and repository in capsys.readouterr().out
+    bad = await asyncio.to_thread(
+        cli.main, ["image", "build", str(context), "--repository", "x", "--build-arg", "novalue"]
+    )
+    assert bad == 2 and "not KEY=VALUE" in capsys.readouterr().err
