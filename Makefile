@@ -60,6 +60,7 @@ bench: $(STAMP)
 	@bash deploy/install-debian-packages.sh $(BENCH_DEBIAN_PACKAGES)
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.crawl
+	$(BIN)/python -m bench.images
 	bash bench/gpu.sh
 
 up:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -93,8 +93,7 @@ class SimulationResult:
     max_resource: int
     end_time: float
     stop_reason: StopReason
-    resumed: int = 0
-    _index: dict[str, Any] = field(default_factory=dict, repr=False)
+    resumed: int = 0  # how many times a paused trial was resumed
 
     @property
     def trials_started(self) -> int:
@@ -282,11 +281,16 @@ def simulate(
             break
         now = finish
         step = running.pop(trial_id)
-        metrics = {key: float(value) for key, value in benchmark.evaluate(step.config, step.resource).items()}
+        metrics = {
+            key: float(value)
+            for key, value in benchmark.evaluate(step.config, step.resource).items()
+        }
         reports.append(Report(now, trial_id, step.resource, metrics))
         last_resource[trial_id] = step.resource
         result = {**metrics, resource_attr: float(step.resource)}
         decision = scheduler.on_result(trial_id, result)
+        if not isinstance(decision, Decision):
+            raise SimulationError(f"on_result gave {decision!r}, not a Decision")
         if decision is Decision.CONTINUE and step.resource < max_resource:
             schedule(trial_id, step.config, step.resource + 1)
             continue
