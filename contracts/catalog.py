@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import crawl, fraud, images, index, inference, subjects, system, topology
+from contracts import crawl, fraud, images, index, inference, subjects, system, topology, tune
 from contracts.envelope import Message
 from contracts.errors import ErrorReply
 
@@ -141,6 +141,48 @@ def _image_events() -> list[EventDoc]:
     ]
 
 
+def _tune_operations() -> list[OperationDoc]:
+    return [
+        OperationDoc(subjects.tune_operation(name), request, tune.TuneResult, summary)
+        for name, request, summary in (
+            ("create_tuning_job", tune.TuningJobSpec, "Start a tuning job from its spec."),
+            ("describe_tuning_job", tune.JobRef, "A job: status, best trial, Pareto set."),
+            ("list_tuning_jobs", tune.ListTuningJobs, "Tuning jobs, newest first."),
+            ("stop_tuning_job", tune.JobRef, "Stop a job and its running trials."),
+            ("list_trials", tune.JobRef, "A job's trial table (and CSV)."),
+        )
+    ]
+
+
+def _tune_events() -> list[EventDoc]:
+    return [
+        EventDoc(
+            "tune.v1.trial_queued.{pool}",
+            tune.TrialQueued,
+            topology.TUNE_TRIAL_QUEUE.name,
+            "A trial waits for a worker of its pool (a work queue per pool).",
+        ),
+        EventDoc(
+            subjects.TUNE_TRIAL_REPORTED,
+            tune.TrialReported,
+            topology.TUNE_TRIAL_EVENTS.name,
+            "A running trial reported metrics.",
+        ),
+        EventDoc(
+            subjects.TUNE_TRIAL_ENDED,
+            tune.TrialEnded,
+            topology.TUNE_TRIAL_EVENTS.name,
+            "A trial's process ended (completed, failed, stopped, paused, lost).",
+        ),
+        EventDoc(
+            subjects.TUNE_TRIAL_CONTROL_REQUESTED,
+            tune.TrialControl,
+            "",
+            "Core NATS broadcast: the worker running this trial stops or pauses it.",
+        ),
+    ]
+
+
 def _index_events() -> list[EventDoc]:
     documents, activity = topology.DOCUMENTS.name, topology.INDEX_ACTIVITY.name
     return [
@@ -193,6 +235,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
     *_kendra_operations(),
     *_crawl_operations(),
     *_image_operations(),
+    *_tune_operations(),
     OperationDoc(
         subjects.HEALTH_POLL,
         system.HealthPoll,
@@ -259,6 +302,7 @@ OPERATIONS: tuple[OperationDoc, ...] = (
 EVENTS: tuple[EventDoc, ...] = (
     *_index_events(),
     *_image_events(),
+    *_tune_events(),
     EventDoc(
         subjects.CRAWL_FRONTIER_QUEUED,
         crawl.FrontierUrl,

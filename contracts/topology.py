@@ -193,10 +193,17 @@ TUNE_TRIAL_EVENTS = StreamSpec(
     max_age_s=30 * 24 * 3600,
     max_bytes=4 * 1024**3,
 )
-TUNE_EVENTS_CONSUMER = ConsumerSpec(
+TUNE_REPORTS_CONSUMER = ConsumerSpec(
     stream="TUNE_TRIAL_EVENTS",
-    durable="tuner-trial-events",
-    filter_subject="tune.v1.trial.*",
+    durable="tuner-trial-reports",
+    filter_subject=subjects.TUNE_TRIAL_REPORTED,
+    ack_wait_s=30.0,
+    max_ack_pending=1000,
+)
+TUNE_ENDS_CONSUMER = ConsumerSpec(
+    stream="TUNE_TRIAL_EVENTS",
+    durable="tuner-trial-ends",
+    filter_subject=subjects.TUNE_TRIAL_ENDED,
     ack_wait_s=30.0,
     max_ack_pending=1000,
 )
@@ -209,8 +216,9 @@ def tune_pool_consumer(pool: str, ack_wait_s: float) -> ConsumerSpec:
         durable=f"tune-pool-{pool}",
         filter_subject=subjects.tune_trial_queued(pool),
         ack_wait_s=ack_wait_s,
-        max_deliver=20,  # a requeued trial is redelivered; the job's max_attempts bounds it
-        backoff_s=(1.0,),
+        # Redelivered while its dead holder's registry entry (15 s TTL) lives on: try for long enough.
+        max_deliver=20,
+        backoff_s=(5.0,),
         max_ack_pending=10_000,
     )
 

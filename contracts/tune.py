@@ -26,7 +26,7 @@ class MetricSpec(_Strict):
 
 
 class SchedulerSpec(_Strict):
-    type: Literal["random", "grid", "asha", "hyperband", "moasha", "bo", "mo_random"] = "asha"
+    type: Literal["random", "grid", "asha", "hyperband", "moasha", "bo", "mo_random"] = "random"
     resource_attr: str = Field(default="epoch", min_length=1, max_length=64)
     max_resource: int | None = Field(default=None, ge=1, le=100_000)
     grace_period: int = Field(default=1, ge=1)
@@ -140,6 +140,8 @@ class TrialEnded(Message):
     elapsed_s: float = Field(ge=0)
     cost_per_hour: float = Field(default=0.0, ge=0)
     ended_at: datetime
+    # Reports this attempt sent before it ended: an end read before its last report waits for it.
+    reports: int = Field(default=0, ge=0)
 
 
 class TrialControl(Message):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from contracts.subjects import BACKEND_SERVICES
 from runtime.embedded_nats import EmbeddedNats
@@ -26,6 +27,9 @@ from services.gateway.config import Settings as GatewaySettings
 from services.image_builder.adapters.contexts import pack_context
 from services.image_builder.adapters.registry_server import is_loopback, registry_argv
 from services.image_builder.config import Settings as ImageBuilderSettings
+from services.tuner.config import Settings as TunerSettings
+from services.tuner.worker import add_arguments as add_worker_arguments
+from services.tuner.worker import run as run_worker
 from trellis.client import ClientError, GatewayClient
 from trellis.supervisor import ProcessSpec, Supervisor
 
@@ -50,6 +54,22 @@ def process_specs(nats_url: str, ops_base_port: int, data_dir: Path) -> list[Pro
         if ops_base_port:
             env[f"TRELLIS_{name.upper()}_OPS_PORT"] = str(ops_base_port + i)
         specs.append(ProcessSpec(name, [sys.executable, "-m", f"services.{name}"], env))
+    slots = TunerSettings().local_pool_slots or os.cpu_count() or 1
+    specs.append(
+        ProcessSpec(
+            "tuner-worker",
+            [
+                sys.executable,
+                "-m",
+                "services.tuner.worker",
+                "--pool",
+                "local",
+                "--slots",
+                str(slots),
+            ],
+            {"TRELLIS_NATS_URL": nats_url},
+        )
+    )
     specs.append(
         ProcessSpec(
             "gateway", [sys.executable, "-m", "services.gateway"], {"TRELLIS_NATS_URL": nats_url}
@@ -119,7 +139,9 @@ async def up(args: argparse.Namespace) -> int:
         else:
             waiter.cancel()
         say("stopping...")
-        await supervisor.stop(order=["gateway", *reversed(BACKEND_SERVICES), "registry"])
+        await supervisor.stop(
+            order=["gateway", "tuner-worker", *reversed(BACKEND_SERVICES), "registry"]
+        )
     finally:
         if nats is not None:
             nats.stop()
@@ -362,6 +384,54 @@ def image(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune(args: argparse.Namespace) -> int:
+    """Tuning jobs: start one from a JSON or YAML spec, show a job's status and best trial."""
+    client = GatewayClient()
+    if args.tune_command == "run":
+        path = Path(args.spec)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc}") from None
+        try:
+            spec = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ClientError(
+                f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}"
+            ) from None
+        if not isinstance(spec, dict):
+            raise ClientError(f"{path} must hold an object")
+        job = client.call("POST", "/v1/tuning-jobs", json=spec)
+        print(f"started tuning job {job['name']}")
+        if not args.wait:
+            return 0
+        while job["status"] in ("InProgress", "Stopping"):
+            time.sleep(1.0)
+            job = client.call("GET", f"/v1/tuning-jobs/{job['name']}")
+        _print_job(job)
+        return 0 if job["status"] == "Completed" else 1
+    _print_job(client.call("GET", f"/v1/tuning-jobs/{args.name}"))
+    return 0
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(job["trial_counts"].items()))
+    print(
+        f"{job['name']}: {job['status']} ({job.get('stop_reason') or 'running'}); trials: {counts}"
+    )
+    if job.get("failure_reason"):
+        print(f"  failed: {job['failure_reason']}")
+    best = job.get("best")
+    if best:
+        print(
+            f"  best trial {best['trial_id']}: {json.dumps(best['metrics'])} with {json.dumps(best['config'])}"
+        )
+    for trial in job.get("pareto", {}).get("trials", []):
+        print(
+            f"  pareto trial {trial['trial_id']} ({trial['pool']}): {json.dumps(trial['metrics'])}"
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="trellis", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -455,6 +525,17 @@ def parser() -> argparse.ArgumentParser:
     i_logs.add_argument("build")
     i_logs.add_argument("--follow", action="store_true")
 
+    p_tune = commands.add_parser("tune", help="hyperparameter tuning jobs")
+    tune_commands = p_tune.add_subparsers(dest="tune_command", required=True)
+    t_run = tune_commands.add_parser("run", help="start a job from a spec (JSON or YAML)")
+    t_run.add_argument("spec")
+    t_run.add_argument("--wait", action="store_true", help="wait for the job to end")
+    t_status = tune_commands.add_parser("status", help="a job's status, best trial, Pareto set")
+    t_status.add_argument("name")
+    add_worker_arguments(
+        commands.add_parser("tuner-worker", help="join a worker pool and run its trials")
+    )
+
     p_search = commands.add_parser("search", help="query a search index")
     p_search.add_argument("query")
     p_search.add_argument("--index", required=True, help="index name or id")
@@ -484,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             return crawl(args)
         if args.command == "image":
             return image(args)
+        if args.command == "tune":
+            return tune(args)
+        if args.command == "tuner-worker":
+            return run_worker(args)
         return keys(args)
     except ClientError as exc:
         print(f"trellis: {exc}", file=sys.stderr)

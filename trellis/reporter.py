@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -26,14 +27,17 @@ WORKER_ITER = "st_worker_iter"
 MAX_REPORT_BYTES = 64 * 1024
 
 
-def _plain(value: object) -> object:
+def _plain(key: str, value: object) -> bool | int | float | str:
+    if isinstance(value, bool | int | float | str):
+        return value
     # numpy scalars (np.float32, np.int64, ...) are what training loops usually hold.
     item = getattr(value, "item", None)
     if callable(item):
-        plain = item()
-        if isinstance(plain, bool | int | float | str):
-            return plain
-    raise TypeError(f"metric value {value!r} is not a number or a string")
+        with contextlib.suppress(ValueError, TypeError):
+            plain = item()
+            if isinstance(plain, bool | int | float | str):
+                return plain
+    raise TypeError(f"metric {key!r} must be a number, string or bool, got {type(value).__name__}")
 
 
 class Reporter:
@@ -56,12 +60,12 @@ class Reporter:
                 )
             if value is None:
                 raise ValueError(f"metric {key!r} is None; report numbers or strings")
-        report: dict[str, object] = dict(metrics)
+        report: dict[str, object] = {key: _plain(key, value) for key, value in metrics.items()}
         report[WORKER_TIMESTAMP] = time.time()
         if self.add_time:
             report[WORKER_TIME] = time.perf_counter() - self._start
         report[WORKER_ITER] = self._iter
-        line = METRIC_PREFIX + json.dumps(report, default=_plain)
+        line = METRIC_PREFIX + json.dumps(report)
         if len(line.encode("utf-8")) > MAX_REPORT_BYTES:
             raise ValueError(
                 f"report is over {MAX_REPORT_BYTES} bytes; report fewer or shorter values"

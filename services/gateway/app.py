@@ -35,6 +35,7 @@ from services.gateway.handlers import (
     keys,
     models,
     system,
+    tuning,
 )
 from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
 from services.gateway.problems import STATUS_BY_CODE, problem
@@ -115,6 +116,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(data_sources.router)
     for router in images.ROUTERS:
         app.include_router(router)
+    app.include_router(tuning.router)
     return app
 
 

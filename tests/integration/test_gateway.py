@@ -195,9 +195,14 @@ async def test_boto3_round_trip_and_aws_shaped_errors(platform: Platform) -> Non
         400,
     )
     sagemaker = platform.aws("sagemaker")
-    assert (await asyncio.to_thread(error_of, sagemaker.list_images))[
+    # An operation Trellis does not speak; one it speaks, with its service down, is a 503.
+    assert (await asyncio.to_thread(error_of, sagemaker.list_training_jobs))[
         0
     ] == "UnknownOperationException"
+    assert await asyncio.to_thread(error_of, sagemaker.list_images) == (
+        "ServiceUnavailableException",
+        503,
+    )
 
 
 async def test_access_keys_have_scopes_and_can_be_revoked(platform: Platform) -> None:

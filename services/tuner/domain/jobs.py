@@ -52,6 +52,7 @@ class TrialRecord(BaseModel):
     error: str | None = None
     resume: bool = False
     pending_action: Literal["stop", "pause"] | None = None
+    pending_end: TrialEnded | None = None  # an end that arrived before the reports it follows
 
 
 class JobRecord(BaseModel):
@@ -214,6 +215,15 @@ class JobEngine:
     # -- reports and ends --------------------------------------------------------------------
 
     def on_report(self, event: TrialReported) -> list[Control]:
+        controls = self._on_report(event)
+        trial = self.record.trials.get(str(event.trial_id))
+        if trial is not None and trial.pending_end is not None:
+            if trial.last_seq >= trial.pending_end.reports - 1:
+                ended, trial.pending_end = trial.pending_end, None
+                self.on_end(ended)
+        return controls
+
+    def _on_report(self, event: TrialReported) -> list[Control]:
         trial = self.record.trials.get(str(event.trial_id))
         if trial is None or event.attempt != trial.attempt or event.seq <= trial.last_seq:
             return []  # unknown, an old attempt, or a redelivered report already applied
@@ -243,6 +253,14 @@ class JobEngine:
             trial.error = str(exc)
             trial.pending_action = "stop"
             return [Control(event.trial_id, "stop")]
+        top = self.spec.scheduler.max_resource
+        if (
+            decision is Decision.STOP
+            and top is not None
+            and resource is not None
+            and resource >= top
+        ):
+            return []  # finished its budget: the script ends by itself and the trial completes
         if decision is Decision.STOP:
             trial.pending_action = "stop"
             return [Control(event.trial_id, "stop")]
@@ -255,6 +273,9 @@ class JobEngine:
         trial = self.record.trials.get(str(event.trial_id))
         if trial is None or event.attempt != trial.attempt or trial.status not in ACTIVE:
             return  # an old attempt or a repeated end
+        if event.reports - 1 > trial.last_seq:
+            trial.pending_end = event  # its last reports are still on their way
+            return
         trial.ended_at = event.ended_at
         trial.elapsed_s += event.elapsed_s
         cost = event.elapsed_s / 3600 * event.cost_per_hour
@@ -333,6 +354,19 @@ class JobEngine:
     def advance(self, now: datetime) -> tuple[list[Launch], list[Control]]:
         """Stop when a criterion is met (stopping what runs), finish when nothing is left."""
         controls: list[Control] = []
+        failed = self._trials("failed")
+        reported = any(t.reports for t in self.record.trials.values())
+        if (
+            self.record.status == "InProgress"
+            and not reported
+            and len(failed) >= max(3, self.spec.n_workers)
+        ):
+            # Nothing ever reported and every trial failed: the script is broken, not the configs.
+            self.record.status = "Stopping"
+            self.record.failure_reason = (
+                f"the first {len(failed)} trials failed and none reported: {failed[-1].error}"
+            )
+            self.record.stop_reason = "every trial failed"
         if self.record.status == "InProgress":
             reason = self.stop_reason(now)
             if reason is not None:
@@ -352,8 +386,15 @@ class JobEngine:
             and self.record.status in ("InProgress", "Stopping")
         ):
             user_stopped = self.record.stop_reason == "stopped by request"
-            self.record.status = "Stopped" if user_stopped else "Completed"
-            self.record.stop_reason = self.record.stop_reason or "search space exhausted"
+            if self.record.failure_reason:
+                self.record.status = "Failed"
+            else:
+                self.record.status = "Stopped" if user_stopped else "Completed"
+            self.record.stop_reason = (
+                self.record.stop_reason
+                or self.stop_reason(now, starting=True)
+                or "search space exhausted"
+            )
             self.record.ended_at = now
         return launches, controls
 

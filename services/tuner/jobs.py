@@ -1,0 +1,254 @@
+"""Tuning jobs on the bus: each step loads the job from KV, decides, saves, then queues and controls."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from contracts import subjects
+from contracts.envelope import EnvelopeMeta
+from contracts.tune import (
+    JobRef,
+    ListTuningJobs,
+    TrialControl,
+    TrialEnded,
+    TrialQueued,
+    TrialReported,
+    TuneResult,
+    TuningJobSpec,
+)
+from runtime.bus import Bus
+from runtime.errors import Conflict, NotFound, ValidationFailed
+from runtime.kv import ResourceStore
+from services.tuner.domain.jobs import (
+    ACTIVE,
+    Control,
+    JobEngine,
+    JobRecord,
+    JobSpecError,
+    Launch,
+    TrialRecord,
+    build_scheduler,
+)
+
+log = logging.getLogger("trellis.tuner")
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Jobs:
+    def __init__(self, bus: Bus, store: ResourceStore[JobRecord]) -> None:
+        self.bus = bus
+        self.store = store
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _step(self, name: str, step: Callable[[JobEngine], T]) -> T:
+        """Load, change, save at the read revision (retry if another replica wrote), then act."""
+        for attempt in range(10):
+            async with self._locks[name]:
+                current = await self.store.get(name)
+                engine = JobEngine(current.value)
+                result = step(engine)
+                launches, controls = engine.advance(_now())
+                try:
+                    await self.store.update(name, engine.save(), expected_revision=current.revision)
+                except Conflict:
+                    if attempt == 9:
+                        raise
+                    continue
+            await self._act(engine.record, launches, controls)
+            return result
+        raise AssertionError("unreachable")
+
+    async def _act(self, job: JobRecord, launches: list[Launch], controls: list[Control]) -> None:
+        for launch in launches:
+            await self.queue(job, launch.trial)
+        for control in controls:
+            await self.bus.publish(
+                subjects.TUNE_TRIAL_CONTROL_REQUESTED,
+                TrialControl(job=job.spec.name, trial_id=control.trial_id, action=control.action),
+            )
+
+    async def queue(self, job: JobRecord, trial: TrialRecord) -> None:
+        spec = job.spec
+        await self.bus.emit(
+            subjects.tune_trial_queued(trial.pool),
+            TrialQueued(
+                job=spec.name,
+                trial_id=trial.trial_id,
+                attempt=trial.attempt,
+                pool=trial.pool,
+                entry_point=spec.entry_point,
+                config=trial.config,
+                resume=trial.resume,
+                checkpoint_dir=f"{spec.name}/{trial.trial_id}",
+                timeout_s=spec.trial_timeout_s,
+                on_worker_loss=spec.on_worker_loss,
+            ),
+            # A retried save or a restart re-queues with the same id: the stream drops the copy.
+            message_id=f"{spec.name}-{trial.trial_id}-{trial.attempt}",
+        )
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def create(self, spec: TuningJobSpec, _: EnvelopeMeta) -> TuneResult:
+        try:
+            build_scheduler(spec)
+        except JobSpecError as exc:
+            raise ValidationFailed(str(exc)) from None
+        record = JobRecord(spec=spec, created_at=_now())
+        try:
+            await self.store.create(spec.name, record, client_token=spec.client_token)
+        except Conflict:
+            raise Conflict(f"tuning job {spec.name!r} already exists") from None
+        await self._step(spec.name, lambda engine: None)
+        return TuneResult(output=await self._describe(spec.name))
+
+    async def describe(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
+        return TuneResult(output=await self._describe(ref.name))
+
+    async def _engine(self, name: str) -> JobEngine:
+        try:
+            return JobEngine((await self.store.get(name)).value)
+        except NotFound:
+            raise NotFound(f"tuning job {name!r} does not exist") from None
+
+    async def _describe(self, name: str) -> dict[str, Any]:
+        engine = await self._engine(name)
+        return summary(engine)
+
+    async def list(self, request: ListTuningJobs, _: EnvelopeMeta) -> TuneResult:
+        jobs = [v.value for v in await self.store.list()]
+        if request.status:
+            jobs = [j for j in jobs if j.status == request.status]
+        jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return TuneResult(
+            output={
+                "jobs": [
+                    {
+                        "name": j.spec.name,
+                        "status": j.status,
+                        "created_at": j.created_at.isoformat(),
+                        "trials": len(j.trials),
+                        "stop_reason": j.stop_reason,
+                    }
+                    for j in jobs
+                ]
+            }
+        )
+
+    async def stop(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
+        await self._engine(ref.name)
+        await self._step(ref.name, lambda engine: engine.request_stop())
+        return TuneResult(output=await self._describe(ref.name))
+
+    async def trials(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
+        engine = await self._engine(ref.name)
+        rows = [
+            trial_row(engine, t)
+            for t in sorted(engine.record.trials.values(), key=lambda t: t.trial_id)
+        ]
+        return TuneResult(output={"job": ref.name, "trials": rows, "csv": trials_csv(engine)})
+
+    # -- trial events --------------------------------------------------------------------------
+
+    async def on_trial_event(self, event: TrialReported | TrialEnded, _: EnvelopeMeta) -> None:
+        try:
+            if isinstance(event, TrialReported):
+                await self._step(event.job, lambda engine: engine.on_report(event))
+            else:
+                await self._step(event.job, lambda engine: engine.on_end(event))
+        except NotFound:
+            log.warning("event for unknown tuning job %s dropped", event.job)
+
+    async def tick(self) -> None:
+        """Advance every running job: wall-clock limits, free slots (also after a restart)."""
+        for versioned in await self.store.list():
+            job = versioned.value
+            if job.status in ("InProgress", "Stopping"):
+                try:
+                    await self._step(job.spec.name, lambda engine: None)
+                    # Queued trials are queued again: a crash between save and queue loses none,
+                    # and the stream drops the copies it still holds (same message id).
+                    for trial in job.trials.values():
+                        if trial.status == "queued":
+                            await self.queue(job, trial)
+                except Exception:
+                    log.exception("tuning job %s could not advance", job.spec.name)
+
+
+def trial_row(engine: JobEngine, trial: TrialRecord) -> dict[str, Any]:
+    reports = [r for r in trial.reports if "ignored" not in r]
+    return {
+        "trial_id": trial.trial_id,
+        "status": trial.status,
+        "config": trial.config,
+        "pool": trial.pool,
+        "attempt": trial.attempt,
+        "worker": trial.worker,
+        "resource": trial.resource,
+        "last": reports[-1] if reports else None,
+        "reports": reports,
+        "elapsed_s": round(trial.elapsed_s, 3),
+        "cost": round(trial.cost, 6),
+        "error": trial.error,
+    }
+
+
+def trials_csv(engine: JobEngine) -> str:
+    """One row per trial: config, final metrics, status, pool, cost (for spreadsheets)."""
+    params = sorted({k for t in engine.record.trials.values() for k in t.config})
+    metrics = [m.name for m in engine.spec.metrics]
+    attr = engine.spec.scheduler.resource_attr
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["trial_id", "status", "pool", *params, attr, *metrics, "elapsed_s", "cost", "error"]
+    )
+    for trial in sorted(engine.record.trials.values(), key=lambda t: t.trial_id):
+        reports = [r for r in trial.reports if "ignored" not in r]
+        last = reports[-1] if reports else {}
+        writer.writerow(
+            [
+                trial.trial_id,
+                trial.status,
+                trial.pool,
+                *(trial.config.get(p, "") for p in params),
+                last.get(attr, ""),
+                *(last.get(m, "") for m in metrics),
+                round(trial.elapsed_s, 3),
+                round(trial.cost, 6),
+                trial.error or "",
+            ]
+        )
+    return out.getvalue()
+
+
+def summary(engine: JobEngine) -> dict[str, Any]:
+    record = engine.record
+    counts: dict[str, int] = defaultdict(int)
+    for trial in record.trials.values():
+        counts[trial.status] += 1
+    return {
+        "name": record.spec.name,
+        "status": record.status,
+        "stop_reason": record.stop_reason,
+        "failure_reason": record.failure_reason,
+        "created_at": record.created_at.isoformat(),
+        "ended_at": record.ended_at.isoformat() if record.ended_at else None,
+        "spec": record.spec.model_dump(mode="json", exclude={"client_token"}),
+        "trial_counts": dict(counts),
+        "running": sum(counts[s] for s in ACTIVE),
+        "total_cost": round(record.total_cost, 6),
+        "best": engine.best(),
+        "pareto": engine.pareto(),
+    }
