@@ -190,9 +190,15 @@ class Worker:
         checkpoint = self.data_dir / "tuner" / "checkpoints" / trial.checkpoint_dir
         checkpoint.mkdir(parents=True, exist_ok=True)
         seq = 0
+        began = time.monotonic()
 
         async def on_report(metrics: dict[str, Any]) -> None:
             nonlocal seq
+            # Time and cost so far, so that a job can minimise them (the seed's Pareto set);
+            # a script that reports its own keeps them.
+            elapsed = time.monotonic() - began
+            metrics.setdefault("elapsed_time", round(elapsed, 6))
+            metrics.setdefault("cost", round(elapsed / 3600 * self.cost_per_hour, 9))
             await self.bus.emit(
                 subjects.TUNE_TRIAL_REPORTED,
                 TrialReported(
@@ -220,7 +226,6 @@ class Worker:
             on_report=on_report,
             timeout_s=trial.timeout_s,
         )
-        began = time.monotonic()
         self.running[(trial.job, trial.trial_id)] = process
         try:
             try:

@@ -337,3 +337,80 @@ async def test_rest_and_cli(
                 assert anonymous.status_code == 401
     finally:
         await gateway_bus.close()
+
+
+async def test_pools_as_a_hyperparameter_give_a_pareto_set_over_accuracy_and_cost(
+    nats_url: str, tuner: Bus, scripts: dict[str, Path], unique: str, tmp_path: Path
+) -> None:
+    buses = [await Bus.connect(nats_url, source=f"w{i}") for i in range(2)]
+    # A cheap pool and a dear one: the same trial costs 100x more on `dear`.
+    cheap, dear = f"c{unique}", f"d{unique}"
+    workers = [
+        Worker(buses[0], cheap, slots=2, data_dir=tmp_path, cost_per_hour=1.0),
+        Worker(buses[1], dear, slots=2, data_dir=tmp_path, cost_per_hour=100.0),
+    ]
+    for worker in workers:
+        await worker.start()
+    try:
+        name = f"pareto-{unique}"
+        job_spec = spec(
+            name,
+            scripts["train"],
+            cheap,
+            metrics=[{"name": "accuracy", "mode": "max"}, {"name": "cost", "mode": "min"}],
+            scheduler={"type": "moasha", "resource_attr": "epoch", "max_resource": 9},
+            pool_param="st_instance_type",
+            n_workers=4,
+            stop={"max_num_trials_started": 10},
+        )
+        job_spec["config_space"]["st_instance_type"] = {
+            "type": "choice",
+            "categories": [cheap, dear],
+        }
+        await ask(tuner, "create_tuning_job", TuningJobSpec.model_validate(job_spec))
+        job = await settled(tuner, name)
+        assert job["status"] == "Completed", job
+        trials = (await ask(tuner, "list_trials", JobRef(name=name)))["trials"]
+        assert {t["pool"] for t in trials} == {cheap, dear}
+        assert all(t["pool"] == t["config"]["st_instance_type"] for t in trials)
+        pareto = job["pareto"]
+        assert pareto["trials"] and pareto["hypervolume"] > 0
+        # Nothing on the front is dominated by another trial's best report.
+        front = {t["trial_id"] for t in pareto["trials"]}
+        for t in pareto["trials"]:
+            assert t["pool"] in (cheap, dear)
+        assert len(front) <= len(trials)
+    finally:
+        for worker in workers:
+            await worker.stop()
+        for bus in buses:
+            await bus.close()
+
+
+async def test_promotion_asha_pauses_trials_and_resumes_them_from_their_checkpoint(
+    tuner: Bus, worker: Worker, scripts: dict[str, Path], unique: str
+) -> None:
+    name = f"promo-{unique}"
+    job_spec = spec(name, scripts["train"], worker.pool, stop={"max_num_trials_started": 9})
+    job_spec["config_space"]["delay"] = 0.15  # slow enough for a pause to land mid-trial
+    job_spec["scheduler"] = {
+        "type": "asha",
+        "variant": "promotion",
+        "resource_attr": "epoch",
+        "max_resource": 9,
+        "grace_period": 1,
+        "reduction_factor": 3,
+    }
+    await ask(tuner, "create_tuning_job", TuningJobSpec.model_validate(job_spec))
+    job = await settled(tuner, name, timeout_s=90)
+    assert job["status"] == "Completed", job
+    trials = (await ask(tuner, "list_trials", JobRef(name=name)))["trials"]
+    resumed = [t for t in trials if t["attempt"] > 1]
+    assert resumed, [(t["trial_id"], t["status"], t["resource"]) for t in trials]
+    for trial in resumed:
+        epochs = [r["epoch"] for r in trial["reports"]]
+        # It went on from its checkpoint: epochs continue, none repeated.
+        assert epochs == list(range(1, len(epochs) + 1)), epochs
+    assert any(t["status"] == "paused" for t in trials), [
+        (t["trial_id"], t["status"], t["resource"], t["attempt"]) for t in trials
+    ]

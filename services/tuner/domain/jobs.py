@@ -161,6 +161,7 @@ class JobEngine:
             self.scheduler = restore_scheduler(record.scheduler_state)
         else:
             self.scheduler = build_scheduler(record.spec)
+        self.decided: list[Control] = []  # stops and pauses decided on reports, for advance()
 
     @property
     def spec(self) -> TuningJobSpec:
@@ -216,6 +217,7 @@ class JobEngine:
 
     def on_report(self, event: TrialReported) -> list[Control]:
         controls = self._on_report(event)
+        self.decided.extend(controls)
         trial = self.record.trials.get(str(event.trial_id))
         if trial is not None and trial.pending_end is not None:
             if trial.last_seq >= trial.pending_end.reports - 1:
@@ -232,7 +234,7 @@ class JobEngine:
             trial.status = "running"
             trial.started_at = event.reported_at
             trial.worker = event.worker
-        if trial.status != "running" or trial.pending_action is not None:
+        if trial.status != "running":
             return []
         metrics = {k: v for k, v in event.metrics.items() if isinstance(v, int | float)}
         attr = self.spec.scheduler.resource_attr
@@ -244,9 +246,15 @@ class JobEngine:
         if missing:
             trial.reports.append({**event.metrics, "ignored": f"missing {missing}"})
             return []
+        if trial.pending_action == "stop":
+            return []  # overtook the stop: the trial ends where the scheduler stopped it
         trial.reports.append(dict(event.metrics))
         if resource is not None:
             trial.resource = float(resource)
+        if trial.pending_action == "pause":
+            # Overtook the pause: kept, since the trial resumes from its checkpoint past it,
+            # but the scheduler already decided on this rung.
+            return []
         try:
             decision = self.scheduler.on_result(event.trial_id, metrics)
         except SchedulerError as exc:
@@ -302,7 +310,9 @@ class JobEngine:
             trial.pending_action = None
             self._complete(trial)
             return
-        if event.reason == "completed":
+        # A resumed trial whose checkpoint was already at its end has nothing left to report.
+        finished_before = event.reason == "no_report" and trial.resume and trial.reports
+        if event.reason == "completed" or finished_before:
             trial.status = "completed"
             self._complete(trial)
             return
@@ -352,8 +362,9 @@ class JobEngine:
         return None
 
     def advance(self, now: datetime) -> tuple[list[Launch], list[Control]]:
-        """Stop when a criterion is met (stopping what runs), finish when nothing is left."""
-        controls: list[Control] = []
+        """Stop when a criterion is met (stopping what runs), finish when nothing is left; the
+        controls include those decided on reports since the last call."""
+        controls, self.decided = self.decided, []
         failed = self._trials("failed")
         reported = any(t.reports for t in self.record.trials.values())
         if (
