@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from contracts.tune import TrialEnded, TrialReported, TuningJobSpec
+from contracts.tune import TrialEnded, TrialEndReason, TrialReported, TuningJobSpec
 from services.tuner.domain.jobs import JobEngine, JobRecord, JobSpecError, build_scheduler
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,7 +46,7 @@ def _end(
         job="job",
         trial_id=trial,
         attempt=attempt,
-        reason=reason,  # type: ignore[arg-type]
+        reason=reason,
         worker="w",
         pool="local",
         elapsed_s=elapsed,
@@ -89,7 +89,7 @@ def test_a_lost_trial_is_requeued_until_max_attempts_then_failed() -> None:
     engine.on_end(_end(0, "lost"))  # the old attempt again: ignored
     assert trial.attempt == 2
     engine.on_end(_end(0, "lost", attempt=2))
-    assert trial.status == "failed"
+    assert engine.record.trials["0"].status == "failed"
     failing = _engine(on_worker_loss="fail")
     failing.advance(T0)
     failing.on_end(_end(0, "lost"))
