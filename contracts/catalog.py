@@ -150,6 +150,7 @@ def _tune_operations() -> list[OperationDoc]:
             ("list_tuning_jobs", tune.ListTuningJobs, "Tuning jobs, newest first."),
             ("stop_tuning_job", tune.JobRef, "Stop a job and its running trials."),
             ("list_trials", tune.JobRef, "A job's trial table (and CSV)."),
+            ("job_chart", tune.JobChart, "A chart of a job (SVG or PNG, base64)."),
         )
     ]
 

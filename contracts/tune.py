@@ -82,6 +82,13 @@ class JobRef(Message):
     name: str = Field(pattern=JOB_NAME)
 
 
+class JobChart(Message):
+    message_type: ClassVar[str] = "tune.v1.job_chart"
+    name: str = Field(pattern=JOB_NAME)
+    kind: Literal["best", "pareto"]
+    format: Literal["svg", "png"] = "svg"
+
+
 class ListTuningJobs(Message):
     message_type: ClassVar[str] = "tune.v1.list_tuning_jobs"
     status: JobStatus | None = None

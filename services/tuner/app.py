@@ -6,7 +6,14 @@ import asyncio
 import logging
 
 from contracts import subjects, topology
-from contracts.tune import JobRef, ListTuningJobs, TrialEnded, TrialReported, TuningJobSpec
+from contracts.tune import (
+    JobChart,
+    JobRef,
+    ListTuningJobs,
+    TrialEnded,
+    TrialReported,
+    TuningJobSpec,
+)
 from runtime.bus import Bus
 from runtime.kv import ResourceStore
 from runtime.service import Service
@@ -33,6 +40,7 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
     service.handle(subjects.tune_operation("list_tuning_jobs"), ListTuningJobs, jobs.list)
     service.handle(subjects.tune_operation("stop_tuning_job"), JobRef, jobs.stop)
     service.handle(subjects.tune_operation("list_trials"), JobRef, jobs.trials)
+    service.handle(subjects.tune_operation("job_chart"), JobChart, jobs.chart)
     # One consumer, one event at a time: a job's reports are applied in the order they came.
     service.consume(topology.TUNE_REPORTS_CONSUMER, TrialReported, jobs.on_trial_event)
     service.consume(topology.TUNE_ENDS_CONSUMER, TrialEnded, jobs.on_trial_event)

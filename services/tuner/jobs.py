@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import logging
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 from contracts import subjects
 from contracts.envelope import EnvelopeMeta
 from contracts.tune import (
+    JobChart,
     JobRef,
     ListTuningJobs,
     TrialControl,
@@ -26,6 +28,7 @@ from contracts.tune import (
 from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
+from services.tuner.adapters import charts
 from services.tuner.domain.jobs import (
     ACTIVE,
     Control,
@@ -158,6 +161,16 @@ class Jobs:
             for t in sorted(engine.record.trials.values(), key=lambda t: t.trial_id)
         ]
         return TuneResult(output={"job": ref.name, "trials": rows, "csv": trials_csv(engine)})
+
+    async def chart(self, request: JobChart, _: EnvelopeMeta) -> TuneResult:
+        engine = await self._engine(request.name)
+        draw = charts.best_so_far if request.kind == "best" else charts.pareto_front
+        try:
+            data = await asyncio.to_thread(draw, engine, request.format)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc)) from None
+        media = "image/svg+xml" if request.format == "svg" else "image/png"
+        return TuneResult(output={"content_type": media, "data": base64.b64encode(data).decode()})
 
     # -- trial events --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import yaml
 
 from contracts import subjects
 from contracts.envelope import Message
-from contracts.tune import JobRef, TuneResult, TuningJobSpec
+from contracts.tune import JobChart, JobRef, TuneResult, TuningJobSpec
 from runtime.bus import Bus
 from runtime.errors import ServiceUnavailable, TrellisError
 from runtime.settings import SharedSettings
@@ -331,6 +332,13 @@ async def test_rest_and_cli(
                 )
                 bad = await http.post("/v1/tuning-jobs", json={"name": "x"})
                 assert bad.status_code == 400 and "entry_point" in bad.text
+                best = await http.get(f"/v1/tuning-jobs/{name}/charts/best.svg")
+                assert best.status_code == 200 and best.headers["content-type"] == "image/svg+xml"
+                assert "best accuracy" in best.text.lower()
+                png = await http.get(f"/v1/tuning-jobs/{name}/charts/best.png")
+                assert png.content.startswith(b"\x89PNG")
+                single = await http.get(f"/v1/tuning-jobs/{name}/charts/pareto.svg")
+                assert single.status_code == 400 and "two or more metrics" in single.text
                 missing = await http.get("/v1/tuning-jobs/nope-nope")
                 assert missing.status_code == 404
                 anonymous = await httpx.AsyncClient(base_url=url).get("/v1/tuning-jobs")
@@ -380,6 +388,10 @@ async def test_pools_as_a_hyperparameter_give_a_pareto_set_over_accuracy_and_cos
         for t in pareto["trials"]:
             assert t["pool"] in (cheap, dear)
         assert len(front) <= len(trials)
+        chart = await ask(tuner, "job_chart", JobChart(name=name, kind="pareto"))
+        svg = base64.b64decode(chart["data"]).decode()
+        assert chart["content_type"] == "image/svg+xml" and "<title" in svg
+        assert cheap in svg and dear in svg  # the legend names each pool
     finally:
         for worker in workers:
             await worker.stop()

@@ -2,71 +2,20 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal
-from xml.sax.saxutils import escape
 
-import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, DateFormatter
-from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
-from matplotlib.typing import RcKeyType
 
+from runtime.charts import ChartFormat, figure, render
 from services.fraud.domain.diagnostics import WeeklyRates
 from services.fraud.domain.metrics import POPULATION, ModelMetrics
 
-ChartFormat = Literal["svg", "png"]
-
-_RC: dict[RcKeyType, Any] = {
-    "svg.fonttype": "none",
-    "svg.hashsalt": "trellis-fraud",
-    "font.family": "DejaVu Sans",
-    "font.size": 11,
-    "axes.titlesize": 13,
-    "axes.labelsize": 11,
-    "path.simplify": True,
-}
 _LEGIT = "#1f77b4"
 _FRAUD = "#d62728"
-
-
-@contextmanager
-def _figure(width: float = 7.0, height: float = 4.5) -> Iterator[Figure]:
-    with mpl.rc_context(_RC):
-        fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-        FigureCanvasAgg(fig)
-        yield fig
-
-
-def _render(fig: Figure, fmt: ChartFormat, title: str, description: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "svg":
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-        return _accessible_svg(buf.getvalue(), title, description)
-    if fmt == "png":
-        fig.savefig(buf, format="png", metadata={"Software": None, "Title": title})
-        return buf.getvalue()
-    raise ValueError(f"unsupported chart format {fmt!r}")
-
-
-def _accessible_svg(svg: bytes, title: str, description: str) -> bytes:
-    """Add role, <title> and <desc> (a text version of the data) for screen readers."""
-    text = svg.decode("utf-8")
-    start = text.index("<svg")
-    end = text.index(">", start)
-    head = text[start:end]
-    attrs = ' role="img" aria-labelledby="chart-title chart-desc"'
-    inserted = (
-        f'<title id="chart-title">{escape(title)}</title>'
-        f'<desc id="chart-desc">{escape(description)}</desc>'
-    )
-    return (text[:start] + head + attrs + text[end] + inserted + text[end + 1 :]).encode("utf-8")
 
 
 def _pct(value: float) -> str:
@@ -76,7 +25,7 @@ def _pct(value: float) -> str:
 def roc_svg(metrics: ModelMetrics, *, format: ChartFormat = "svg") -> bytes:
     """ROC curve of the holdout with the chance diagonal."""
     title = f"ROC curve (AUC {metrics.auc:.3f})"
-    with _figure(6.0, 5.0) as fig:
+    with figure(6.0, 5.0) as fig:
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], linestyle="--", color="#888888", label="Random guess")
         ax.plot(metrics.roc_fpr, metrics.roc_tpr, color=_FRAUD, linewidth=2, label="Model")
@@ -102,7 +51,7 @@ def roc_svg(metrics: ModelMetrics, *, format: ChartFormat = "svg") -> bytes:
             f"Area under the curve {metrics.auc:.3f}{range_text}, from {metrics.n_fraud} fraud "
             f"and {metrics.n_legit} legitimate events; " + "; ".join(points) + "."
         )
-        return _render(fig, format, title, description)
+        return render(fig, format, title, description)
 
 
 def score_distribution_svg(
@@ -116,7 +65,7 @@ def score_distribution_svg(
     scale = POPULATION / max(metrics.n_events, 1)
     legit = metrics.legit_histogram * scale
     fraud = metrics.fraud_histogram * scale
-    with _figure() as fig:
+    with figure() as fig:
         ax: Axes = fig.add_subplot()
         ax.bar(centers, legit, width=width * 0.9, color=_LEGIT, alpha=0.6, label="Legitimate")
         ax.set_xlim(0, 1000)
@@ -141,7 +90,7 @@ def score_distribution_svg(
             f"Histogram of model scores in bins of {width:g}, scaled to 100,000 events at a "
             f"fraud rate of {_pct(metrics.fraud_rate)}. " + "; ".join(rows) + "."
         )
-        return _render(fig, format, title, description)
+        return render(fig, format, title, description)
 
 
 def importance_svg(metrics: ModelMetrics, top: int = 15, *, format: ChartFormat = "svg") -> bytes:
@@ -153,7 +102,7 @@ def importance_svg(metrics: ModelMetrics, top: int = 15, *, format: ChartFormat 
     labels = [name for name, _ in ranked][::-1]
     values = [share for _, share in ranked][::-1]
     title = "Variable importance"
-    with _figure(7.0, max(2.5, 0.35 * len(labels) + 1.3)) as fig:
+    with figure(7.0, max(2.5, 0.35 * len(labels) + 1.3)) as fig:
         ax = fig.add_subplot()
         ax.barh(labels, values, color=_LEGIT)
         if values:
@@ -165,7 +114,7 @@ def importance_svg(metrics: ModelMetrics, top: int = 15, *, format: ChartFormat 
         description = "Most important variables first: " + "; ".join(
             f"{name} {_pct(share)}" for name, share in ranked
         )
-        return _render(fig, format, title, description + ".")
+        return render(fig, format, title, description + ".")
 
 
 def fraud_rate_svg(rates: WeeklyRates, *, format: ChartFormat = "svg") -> bytes:
@@ -174,7 +123,7 @@ def fraud_rate_svg(rates: WeeklyRates, *, format: ChartFormat = "svg") -> bytes:
     fraud_rate = rates.fraud_rate
     missing_rate = rates.label_missing_rate
     title = "Weekly fraud rate" + (" and missing labels" if missing_rate is not None else "")
-    with _figure(7.5, 4.5) as fig:
+    with figure(7.5, 4.5) as fig:
         ax = fig.add_subplot()
         ax.plot(dates, fraud_rate, marker="o", color=_FRAUD, label="Fraud rate (labeled events)")
         series: list[tuple[str, Sequence[float]]] = [("fraud rate", list(fraud_rate))]
@@ -213,4 +162,4 @@ def fraud_rate_svg(rates: WeeklyRates, *, format: ChartFormat = "svg") -> bytes:
             if parts:
                 weeks.append(f"week of {d.isoformat()}: " + ", ".join(parts))
         description = "; ".join(weeks) + "." if weeks else "No events."
-        return _render(fig, format, title, description)
+        return render(fig, format, title, description)

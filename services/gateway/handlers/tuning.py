@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from contracts import subjects
 from contracts.envelope import Message
-from contracts.tune import JobRef, ListTuningJobs, TuneResult, TuningJobSpec
+from contracts.tune import JobChart, JobRef, ListTuningJobs, TuneResult, TuningJobSpec
 from services.gateway.auth import require
 from services.gateway.aws.dispatcher import parse_model
 from services.gateway.domain.keys import Access, Principal
@@ -61,6 +62,18 @@ async def trials(name: str, request: Request, _: ReadTuner) -> dict[str, Any]:
 async def trials_csv(name: str, request: Request, _: ReadTuner) -> PlainTextResponse:
     output = await _ask(request, "list_trials", parse_model(JobRef, {"name": name}))
     return PlainTextResponse(output["csv"], media_type="text/csv")
+
+
+@router.get(
+    "/{name}/charts/{chart}",
+    summary="best.svg|png (best so far over time) or pareto.svg|png (the front, coloured by pool)",
+    response_class=Response,
+)
+async def chart(name: str, chart: str, request: Request, _: ReadTuner) -> Response:
+    kind, _sep, fmt = chart.partition(".")
+    message = parse_model(JobChart, {"name": name, "kind": kind, "format": fmt or "svg"})
+    output = await _ask(request, "job_chart", message)
+    return Response(base64.b64decode(output["data"]), media_type=output["content_type"])
 
 
 @router.post("/{name}/stop", summary="Stop a job: running trials are stopped, none start")

@@ -248,7 +248,8 @@ class JobEngine:
             return []
         if trial.pending_action == "stop":
             return []  # overtook the stop: the trial ends where the scheduler stopped it
-        trial.reports.append(dict(event.metrics))
+        since_start = (event.reported_at - self.record.created_at).total_seconds()
+        trial.reports.append({**event.metrics, "st_tuner_time": round(since_start, 3)})
         if resource is not None:
             trial.resource = float(resource)
         if trial.pending_action == "pause":
@@ -416,7 +417,7 @@ class JobEngine:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _finals(self) -> list[tuple[TrialRecord, dict[str, float]]]:
+    def finals(self) -> list[tuple[TrialRecord, dict[str, float]]]:
         """Each trial's best report on the job's metrics (the first metric decides)."""
         metric = self.spec.metrics[0]
         sign = 1.0 if metric.mode == "min" else -1.0
@@ -434,7 +435,7 @@ class JobEngine:
     def best(self) -> dict[str, Any] | None:
         metric = self.spec.metrics[0]
         sign = 1.0 if metric.mode == "min" else -1.0
-        finals = self._finals()
+        finals = self.finals()
         if not finals:
             return None
         trial, metrics = min(finals, key=lambda tm: sign * tm[1][metric.name])
@@ -442,7 +443,7 @@ class JobEngine:
 
     def pareto(self) -> dict[str, Any]:
         """The non-dominated trials over the job's metrics, and their hypervolume."""
-        finals = self._finals()
+        finals = self.finals()
         if len(self.spec.metrics) < 2 or not finals:
             return {"trials": [], "hypervolume": None}
         signs = np.array([1.0 if m.mode == "min" else -1.0 for m in self.spec.metrics])
