@@ -16,6 +16,7 @@ import pytest
 from botocore.validate import ParamValidator
 from sklearn.metrics import average_precision_score, roc_auc_score  # type: ignore[import-untyped]
 
+from runtime.charts import ChartFormat
 from services.fraud.adapters import charts
 from services.fraud.domain.diagnostics import (
     Diagnosis,
@@ -415,7 +416,7 @@ def test_charts_are_valid_deterministic_svg_and_png(chart_metrics: ModelMetrics)
     raw_labels = np.full(len(y), "fraud", dtype=object)
     raw_labels[::7] = None
     rates = weekly_rates(y, ts, label_column=raw_labels, label_timestamps=ts)
-    renders: dict[str, Callable[[charts.ChartFormat], bytes]] = {
+    renders: dict[str, Callable[[ChartFormat], bytes]] = {
         "roc": lambda fmt: charts.roc_svg(chart_metrics, format=fmt),
         "scores": lambda fmt: charts.score_distribution_svg(
             chart_metrics, threshold=850, format=fmt
