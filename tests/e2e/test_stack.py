@@ -123,6 +123,34 @@ def test_make_run_stack_end_to_end(stack: Stack) -> None:
         boto3.client("kendra", **{**aws, "aws_secret_access_key": "wrong"}).list_indices()
     assert bad.value.response["Error"]["Code"] == "InvalidSignatureException"
 
+    # Images: the embedded registry is up, and SageMaker's API answers.
+    assert boto3.client("sagemaker", **aws).list_images()["Images"] == []
+    # Tuning: `make run` started the `local` worker pool, so a job runs with no set-up.
+    script = stack.data_dir.parent / "train.py"
+    script.write_text(
+        "from trellis.reporter import Reporter, parse_config\n"
+        "x = float(parse_config()['x'])\n"
+        "for epoch in (1, 2):\n"
+        "    Reporter()(epoch=epoch, loss=(x - 0.3) ** 2 / epoch)\n"
+    )
+    job = {
+        "name": "smoke",
+        "entry_point": str(script),
+        "config_space": {"x": {"type": "uniform", "lower": 0, "upper": 1}},
+        "metrics": [{"name": "loss", "mode": "min"}],
+        "stop": {"max_num_trials_started": 3},
+        "n_workers": 2,
+    }
+    assert http.post("/v1/tuning-jobs", headers=admin, json=job).status_code == 201
+    stack.wait_for(
+        lambda: http.get("/v1/tuning-jobs/smoke", headers=admin).json()["status"] == "Completed",
+        60,
+        "the tuning job on the local pool",
+    )
+    assert http.get("/v1/tuning-jobs/smoke", headers=admin).json()["trial_counts"] == {
+        "completed": 3
+    }
+
     # The CLI's client commands, finding the key under the data dir as a user's shell would.
     cli_env = {
         **os.environ,
