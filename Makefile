@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.crawl
 	$(BIN)/python -m bench.images
+	$(BIN)/python -m bench.tune_scaling
 	bash bench/gpu.sh
 
 up:
