@@ -69,12 +69,21 @@ class Worker:
         data_dir: Path,
         cpus: int | None = None,
         gpus_per_trial: int = 0,
+        gpus: list[str] | None = None,
         cost_per_hour: float = 0.0,
         ack_wait_s: float = 30.0,
         python: str = sys.executable,
     ) -> None:
         self.bus = bus
         self.pool = pool
+        # Each running trial holds gpus_per_trial of the GPUs, so GPUs bound the slots.
+        self.free_gpus = list(gpus or [])
+        if gpus_per_trial > 0:
+            if len(self.free_gpus) < gpus_per_trial:
+                raise ValueError(
+                    f"{gpus_per_trial} GPUs per trial but this worker has {len(self.free_gpus)}"
+                )
+            slots = min(slots, len(self.free_gpus) // gpus_per_trial)
         self.slots = slots
         self.data_dir = data_dir
         self.cpus = cpus or os.cpu_count() or 1
@@ -219,12 +228,12 @@ class Worker:
         except ValueError as exc:
             await self._ended(trial, "failed", f"cannot pass the config to the script: {exc}", 0.0)
             return
+        env = trial_env(trial.job, trial.trial_id, trial.pool)
+        held = [self.free_gpus.pop(0) for _ in range(self.gpus_per_trial)]
+        if self.gpus_per_trial:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(held)
         process = TrialProcess(
-            argv,
-            cwd=Path.cwd(),
-            env=trial_env(trial.job, trial.trial_id, trial.pool),
-            on_report=on_report,
-            timeout_s=trial.timeout_s,
+            argv, cwd=Path.cwd(), env=env, on_report=on_report, timeout_s=trial.timeout_s
         )
         self.running[(trial.job, trial.trial_id)] = process
         try:
@@ -236,6 +245,7 @@ class Worker:
             outcome: TrialOutcome = await process.wait()
         finally:
             self.running.pop((trial.job, trial.trial_id), None)
+            self.free_gpus.extend(held)
         await self._ended(trial, outcome.reason, outcome.error, time.monotonic() - began, seq)
 
     async def _ended(
@@ -265,7 +275,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--pool", required=True, help="the pool to join (a job or pool_param names it)")
     p.add_argument("--slots", type=int, default=None, help="trials at once (default: CPU count)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs this worker offers")
-    p.add_argument("--gpus-per-trial", type=int, default=0)
+    p.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs each trial gets")
+    p.add_argument(
+        "--gpus",
+        default=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        help="the GPU ids this worker hands out, comma-separated (default: CUDA_VISIBLE_DEVICES)",
+    )
     p.add_argument("--cost-per-hour", type=float, default=0.0, help="what an hour of a slot costs")
     p.add_argument(
         "--ack-wait-s",
@@ -297,6 +312,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         data_dir=shared.data_dir.resolve(),
         cpus=args.cpus,
         gpus_per_trial=args.gpus_per_trial,
+        gpus=[g.strip() for g in args.gpus.split(",") if g.strip()],
         cost_per_hour=args.cost_per_hour,
         ack_wait_s=args.ack_wait_s,
     )

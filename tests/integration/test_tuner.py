@@ -426,3 +426,45 @@ async def test_promotion_asha_pauses_trials_and_resumes_them_from_their_checkpoi
     assert any(t["status"] == "paused" for t in trials), [
         (t["trial_id"], t["status"], t["resource"], t["attempt"]) for t in trials
     ]
+
+
+async def test_trials_get_their_own_gpus(
+    nats_url: str, tuner: Bus, unique: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "gpus.py"
+    script.write_text(
+        "import os, time\n"
+        "from trellis.reporter import Reporter\n"
+        "time.sleep(0.3)\n"
+        "Reporter()(epoch=1, loss=1.0, gpus=os.environ.get('CUDA_VISIBLE_DEVICES', ''))\n"
+    )
+    bus = await Bus.connect(nats_url, source="gpu-worker")
+    pool = f"g{unique}"
+    # Four GPUs, two per trial: two slots although four were asked for.
+    worker = Worker(
+        bus, pool, slots=4, data_dir=tmp_path, gpus_per_trial=2, gpus=["0", "1", "2", "3"]
+    )
+    assert worker.slots == 2
+    with pytest.raises(ValueError, match="2 GPUs per trial but this worker has 1"):
+        Worker(bus, pool, slots=1, data_dir=tmp_path, gpus_per_trial=2, gpus=["0"])
+    await worker.start()
+    try:
+        name = f"gpu-{unique}"
+        job = spec(
+            name,
+            script,
+            pool,
+            stop={"max_num_trials_started": 4},
+            n_workers=2,
+            metrics=[{"name": "loss", "mode": "min"}],
+            scheduler={"type": "random"},
+        )
+        await ask(tuner, "create_tuning_job", TuningJobSpec.model_validate(job))
+        assert (await settled(tuner, name))["status"] == "Completed"
+        trials = (await ask(tuner, "list_trials", JobRef(name=name)))["trials"]
+        seen = [t["reports"][0]["gpus"] for t in trials]
+        assert all(g in ("0,1", "2,3") for g in seen), seen
+        assert sorted(worker.free_gpus) == ["0", "1", "2", "3"]  # every GPU handed back
+    finally:
+        await worker.stop()
+        await bus.close()
