@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -152,7 +153,7 @@ def test_paused_trials_resume_from_their_last_resource() -> None:
     for reports in _by_trial(result).values():
         # Never a replay: each report is one step beyond the previous one.
         assert [r.resource for r in reports] == list(range(1, len(reports) + 1))
-        gaps += sum(b.time - a.time > 1.0 for a, b in zip(reports, reports[1:], strict=False))
+        gaps += sum(b.time - a.time > 1.0 for a, b in itertools.pairwise(reports))
     assert gaps > 0  # some trials waited, paused, between two steps
     finished = [r for r in _by_trial(result).values() if r[-1].resource == toy.max_resource]
     assert finished
@@ -207,9 +208,12 @@ def test_anytime_helpers() -> None:
     assert curve[-1][1] == pytest.approx(13.0)
     volumes = [volume for _, volume in curve]
     assert volumes == sorted(volumes)
-    # A "max" metric is negated together with its reference coordinate.
-    flipped = result.hypervolume_over_time([6.0, -4.0], ["loss", "y"], ["min", "max"])
-    assert flipped == []  # y <= 3 never beats a reference of 4 when maximising
+    # A "max" metric counts above its reference: y <= 3 never beats 4 when maximised.
+    assert result.hypervolume_over_time([6.0, 4.0], ["loss", "y"], ["min", "max"]) == []
+    flipped = result.hypervolume_over_time([6.0, 0.0], ["loss", "y"], ["min", "max"])
+    # As losses (loss, -y): (5, -1), then (3, -3) dominating it, then (1, -2) joining it.
+    assert [time for time, _ in flipped] == [1.0, 2.0, 4.0]
+    assert [volume for _, volume in flipped] == pytest.approx([1.0, 9.0, 13.0])
 
 
 class _ResumesUnknown:
