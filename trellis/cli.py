@@ -410,7 +410,50 @@ def tune(args: argparse.Namespace) -> int:
             job = client.call("GET", f"/v1/tuning-jobs/{job['name']}")
         _print_job(job)
         return 0 if job["status"] == "Completed" else 1
+    if args.tune_command == "export":
+        return export_best(client, args)
     _print_job(client.call("GET", f"/v1/tuning-jobs/{args.name}"))
+    return 0
+
+
+def export_best(client: GatewayClient, args: argparse.Namespace) -> int:
+    """The best trial's fine-tuned model: ONNX (int8 for CPU), checked, registered for serving."""
+    from services.tuner.export import (
+        ExportCheckFailed,
+        export_classifier,
+        registration_config,
+        upload_files,
+    )
+
+    job = client.call("GET", f"/v1/tuning-jobs/{args.name}")
+    best = job.get("best")
+    if not best:
+        raise ClientError(f"tuning job {args.name} has no trial with results yet")
+    # Checkpoints stay on the worker that ran the trial; the local pool's are under the data dir.
+    checkpoint = (
+        SharedSettings().data_dir.resolve()
+        / "tuner"
+        / "checkpoints"
+        / args.name
+        / str(best["trial_id"])
+    )
+    out_dir = checkpoint.parent / f"{best['trial_id']}-onnx"
+    try:
+        report = export_classifier(checkpoint, out_dir)
+    except (FileNotFoundError, ExportCheckFailed) as exc:
+        raise ClientError(f"cannot export trial {best['trial_id']}: {exc}") from None
+    print(
+        f"exported trial {best['trial_id']} (epoch {report.epoch}, accuracy {report.accuracy:.3f}): "
+        f"fp32 max |diff| {report.fp32_max_abs_diff:.2e} vs PyTorch"
+        + (
+            f", int8 argmax agreement {report.int8_argmax_agreement:.0%}"
+            if report.int8_argmax_agreement is not None
+            else ""
+        )
+    )
+    config = registration_config(report, name=args.model_name, version=args.version)
+    status = client.post_form("/v1/models", {"config": json.dumps(config)}, upload_files(report))
+    print(f"registered {status['name']} version {status['version']}: {status.get('state', '')}")
     return 0
 
 
@@ -532,6 +575,12 @@ def parser() -> argparse.ArgumentParser:
     t_run.add_argument("--wait", action="store_true", help="wait for the job to end")
     t_status = tune_commands.add_parser("status", help="a job's status, best trial, Pareto set")
     t_status.add_argument("name")
+    t_export = tune_commands.add_parser(
+        "export", help="export the best trial's model to ONNX and register it for serving"
+    )
+    t_export.add_argument("name")
+    t_export.add_argument("--model-name", default="rotten-tomatoes-minilm")
+    t_export.add_argument("--version", type=int, default=1)
     add_worker_arguments(
         commands.add_parser("tuner-worker", help="join a worker pool and run its trials")
     )

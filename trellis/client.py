@@ -78,6 +78,27 @@ class GatewayClient:
             raise ClientError(f"{response.status_code}: {response.text[:500]}")
         return response.json()
 
+    def post_form(self, path: str, data: dict[str, str], files: dict[str, Path]) -> Any:
+        """A multipart/form-data POST (a model registration with its files)."""
+        handles = {field: path_.open("rb") for field, path_ in files.items()}
+        try:
+            response = self._http.post(
+                path,
+                data=data,
+                files={field: (p.name, handles[field]) for field, p in files.items()},
+                timeout=600,
+            )
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                f"cannot reach the gateway at {self.settings.gateway_url}: {exc}"
+            ) from None
+        finally:
+            for handle in handles.values():
+                handle.close()
+        if response.status_code >= 400:
+            raise ClientError(f"{response.status_code}: {response.text[:500]}")
+        return response.json()
+
     def lines(self, path: str) -> Iterator[str]:
         """A streamed text response, line by line (a build log being followed)."""
         try:
