@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := g++ python3-dev buildah crun skopeo docker-registry busybox-static
 # What the benchmarks read: the Python documentation is the search benchmark's corpus.
 BENCH_DEBIAN_PACKAGES := python3.11-doc
+# The tuner's benchmarks: tabulated learning curves, multi-fidelity functions, and Syne Tune as the
+# peer (its scheduler modules only: --no-deps keeps out its xgboost and the rest).
+BENCH_PIP_PACKAGES := lcdb==0.1.0 mf2==2022.6.0 dill==0.4.1 pandas==3.1.1
 
 .PHONY: help install run test test-fast lint format contracts bench up down clean
 
@@ -65,6 +68,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.crawl
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.tune_scaling
+	$(BIN)/pip install --quiet --disable-pip-version-check $(BENCH_PIP_PACKAGES)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps syne-tune==0.16.0
+	$(BIN)/python -m bench.tune --seeds 10
 	bash bench/gpu.sh
 
 up:
