@@ -40,7 +40,7 @@ def _report(trial: int, seq: int, epoch: int, accuracy: float, attempt: int = 1)
 
 
 def _end(
-    trial: int, reason: str, reports: int = 0, attempt: int = 1, elapsed: float = 3600
+    trial: int, reason: TrialEndReason, reports: int = 0, attempt: int = 1, elapsed: float = 3600
 ) -> TrialEnded:
     return TrialEnded(
         job="job",
