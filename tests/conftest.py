@@ -71,6 +71,21 @@ async def serving_gateway(bus: Bus, shared: SharedSettings, **settings: Any) -> 
         await serving
 
 
+def gateway_client(service: str, url: str, key_id: str, secret: str, **config: Any) -> Any:
+    """An unchanged boto3 client of `service` pointed at a Trellis gateway (one try per call)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}, **config),
+    )
+
+
 @pytest.fixture
 def unique() -> str:
     """A short token that keeps streams, consumers and subjects of one test apart."""

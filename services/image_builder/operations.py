@@ -613,7 +613,8 @@ class ImageOperations:
             name=r.domain_name,
             arn=self._arn("domain", domain_id),
             auth_mode=r.auth_mode,
-            status="Pending",
+            # Nothing to provision beyond the record: its attachments were checked above.
+            status="InService",
             default_user_settings=r.default_user_settings,
             settings=settings,
             url=f"/console/domains/{domain_id}",
@@ -621,10 +622,6 @@ class ImageOperations:
             modified_at=now,
         )
         await self.stores.domains.create(domain_id, record)
-        # Nothing to provision beyond the record: attachments were checked above.
-        await self.stores.domains.mutate(
-            domain_id, lambda d: d.model_copy(update={"status": "InService"})
-        )
         return {"DomainArn": record.arn, "DomainId": domain_id, "Url": record.url}
 
     async def describe_domain(self, r: DescribeDomain) -> Output:
@@ -876,11 +873,9 @@ def _check_app_image_config(r: CreateAppImageConfig | UpdateAppImageConfig) -> N
                     raise ValidationFailed(f"{key}.FileSystemConfig.{field} must be 0-{limit}")
             mount = fs.get("MountPath")
             if mount is not None and (
-                not isinstance(mount, str) or not mount.startswith("/home/sagemaker-user")
+                not isinstance(mount, str) or not mount.startswith("/") or len(mount) > 1024
             ):
-                raise ValidationFailed(
-                    f"{key}.FileSystemConfig.MountPath must be under /home/sagemaker-user"
-                )
+                raise ValidationFailed(f"{key}.FileSystemConfig.MountPath must be an absolute path")
         container = body.get("ContainerConfig")
         if container is not None:
             if not isinstance(container, dict):

@@ -53,6 +53,7 @@ class Jobs:
         self.bus = bus
         self.store = store
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._resumed = False
 
     async def _step(self, name: str, step: Callable[[JobEngine], T]) -> T:
         """Load, change, save at the read revision (retry if another replica wrote), then act."""
@@ -185,16 +186,20 @@ class Jobs:
 
     async def tick(self) -> None:
         """Advance every running job: wall-clock limits, free slots (also after a restart)."""
+        resuming = not self._resumed
+        self._resumed = True
         for versioned in await self.store.list():
             job = versioned.value
             if job.status in ("InProgress", "Stopping"):
                 try:
                     await self._step(job.spec.name, lambda engine: None)
-                    # Queued trials are queued again: a crash between save and queue loses none,
-                    # and the stream drops the copies it still holds (same message id).
-                    for trial in job.trials.values():
-                        if trial.status == "queued":
-                            await self.queue(job, trial)
+                    if resuming:
+                        # A tuner that died between saving a job and queueing its trials lost
+                        # those messages: queue them again (a copy still queued within the
+                        # stream's duplicate window is dropped; a worker's claim stops any other).
+                        for trial in job.trials.values():
+                            if trial.status == "queued":
+                                await self.queue(job, trial)
                 except Exception:
                     log.exception("tuning job %s could not advance", job.spec.name)
 

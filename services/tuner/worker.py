@@ -31,6 +31,7 @@ from contracts.tune import (
 )
 from runtime.bus import Bus
 from runtime.consumer import DurableConsumer
+from runtime.errors import NotFound
 from runtime.kv import ResourceStore
 from runtime.logs import configure_logging
 from runtime.settings import SharedSettings
@@ -189,7 +190,7 @@ class Worker:
     async def handle(self, trial: TrialQueued, _: EnvelopeMeta) -> None:
         try:
             job = (await self.jobs.get(trial.job)).value
-        except Exception:
+        except NotFound:
             return  # the job is gone
         record = job.trials.get(str(trial.trial_id))
         if record is None or record.attempt != trial.attempt or record.status not in ACTIVE:

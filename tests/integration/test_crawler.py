@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from aiohttp import web
@@ -24,7 +23,7 @@ from services.gateway.adapters.bootstrap import load_or_create_credentials
 from services.gateway.config import BootstrapSettings
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
-from tests.conftest import serving_gateway
+from tests.conftest import gateway_client, serving_gateway
 
 
 def page(title: str, body: str, links: Sequence[str] = ()) -> str:
@@ -125,13 +124,7 @@ class Stack:
         return {"Authorization": f"Bearer {self.key}"}
 
     def kendra(self) -> Any:
-        return boto3.client(
-            "kendra",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-        )
+        return gateway_client("kendra", self.url, self.access_key, self.secret_key)
 
     async def call(self, method: str, **params: Any) -> Any:
         client = self.kendra()

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
-from botocore.config import Config
 
 from runtime.bus import Bus
 from runtime.service import Service
@@ -25,7 +23,7 @@ from services.gateway.adapters.bootstrap import load_or_create_credentials
 from services.gateway.config import BootstrapSettings
 from services.inference.app import build as build_inference
 from services.inference.config import Settings as InferenceSettings
-from tests.conftest import forget_models, serving_gateway
+from tests.conftest import forget_models, gateway_client, serving_gateway
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "afd-samples"
 pytestmark = pytest.mark.skipif(
@@ -73,13 +71,8 @@ async def afd(nats_url: str, data_dir: Path) -> AsyncIterator[Afd]:
         await service.start()
     creds = load_or_create_credentials(data_dir, BootstrapSettings())
     async with serving_gateway(buses[2], shared, request_timeout_s=30) as url:
-        client = boto3.client(
-            "frauddetector",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id=creds.access_key_id,
-            aws_secret_access_key=creds.secret_access_key,
-            config=Config(retries={"max_attempts": 1}, read_timeout=60),
+        client = gateway_client(
+            "frauddetector", url, creds.access_key_id, creds.secret_access_key, read_timeout=60
         )
         yield Afd(client, imports, url, creds.api_key)
     for service in services:

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
-from botocore.config import Config
 
 from contracts import subjects
 from contracts.envelope import Envelope
@@ -26,7 +24,7 @@ from services.gateway.adapters.bootstrap import BootstrapCredentials, load_or_cr
 from services.gateway.config import BootstrapSettings
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
-from tests.conftest import serving_gateway
+from tests.conftest import gateway_client, serving_gateway
 
 ARN = "arn:aws:kms:us-east-1:123456789012:key/12345678-1234-1234-1234-123456789012"
 
@@ -43,13 +41,11 @@ class Platform:
         return {"Authorization": f"Bearer {self.creds.api_key}"}
 
     def aws(self, service: str, key_id: str | None = None, secret: str | None = None) -> Any:
-        return boto3.client(
+        return gateway_client(
             service,
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=key_id or self.creds.access_key_id,
-            aws_secret_access_key=secret or self.creds.secret_access_key,
-            config=Config(retries={"max_attempts": 1}),
+            self.url,
+            key_id or self.creds.access_key_id,
+            secret or self.creds.secret_access_key,
         )
 
 

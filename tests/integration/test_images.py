@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
@@ -28,7 +27,7 @@ from services.image_builder.adapters.contexts import pack_context
 from services.image_builder.adapters.registry_server import registry_argv
 from services.image_builder.app import build as build_image_builder
 from services.image_builder.config import Settings as ImageBuilderSettings
-from tests.conftest import free_port, serving_gateway
+from tests.conftest import free_port, gateway_client, serving_gateway
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("buildah", "skopeo", "docker-registry", "busybox")),
@@ -94,13 +93,7 @@ class Stack:
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def sagemaker(self) -> Any:
-        return boto3.client(
-            "sagemaker",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-        )
+        return gateway_client("sagemaker", self.url, self.access_key_id, self.secret_access_key)
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         client = self.sagemaker()

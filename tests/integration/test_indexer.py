@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from services.gateway.config import BootstrapSettings
 from services.indexer.adapters.embedder import LocalEmbedder
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
-from tests.conftest import serving_gateway
+from tests.conftest import gateway_client, serving_gateway
 
 DOCS = [
     {
@@ -134,13 +133,7 @@ class Search:
         return await self.post(f"/v1/indexes/{index_id}/query", {"QueryText": text, **extra})
 
     def kendra(self) -> Any:
-        return boto3.client(
-            "kendra",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-        )
+        return gateway_client("kendra", self.url, self.access_key, self.secret_key)
 
 
 @pytest.fixture
