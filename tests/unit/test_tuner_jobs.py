@@ -86,6 +86,8 @@ def test_a_lost_trial_is_requeued_until_max_attempts_then_failed() -> None:
     engine.on_end(_end(0, "lost"))
     trial = engine.record.trials["0"]
     assert trial.status == "queued" and trial.attempt == 2 and trial.resume
+    launches, _ = engine.advance(T0)
+    assert [(launch.trial.trial_id, launch.trial.attempt) for launch in launches] == [(0, 2)]
     engine.on_end(_end(0, "lost"))  # the old attempt again: ignored
     assert trial.attempt == 2
     engine.on_end(_end(0, "lost", attempt=2))

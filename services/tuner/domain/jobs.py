@@ -162,6 +162,7 @@ class JobEngine:
         else:
             self.scheduler = build_scheduler(record.spec)
         self.decided: list[Control] = []  # stops and pauses decided on reports, for advance()
+        self.requeued: list[Launch] = []  # trials lost with their worker, to queue again
 
     @property
     def spec(self) -> TuningJobSpec:
@@ -297,6 +298,7 @@ class JobEngine:
                 trial.last_seq = -1
                 trial.status = "queued"
                 trial.resume = True  # from its checkpoint, if the script keeps one
+                self.requeued.append(Launch(trial))
                 return
             trial.status = "failed"
             trial.error = event.error or "its worker was lost"
@@ -391,7 +393,10 @@ class JobEngine:
                     controls.append(Control(trial.trial_id, "stop"))
             for trial in self._trials("queued"):
                 trial.status = "stopped"  # never started: the worker will skip it
-        launches = self.fill(now)
+        launches, self.requeued = self.requeued, []
+        if self.record.status == "Stopping":
+            launches = []  # marked stopped above: a worker skips them
+        launches += self.fill(now)
         if (
             not self._trials(*ACTIVE)
             and not launches
