@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
-from nats.js.kv import KeyValue
+from nats.js import api
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
 from runtime.errors import Conflict, NotFound, ValidationFailed
@@ -21,9 +23,72 @@ T = TypeVar("T", bound=BaseModel)
 
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]{1,255}$")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-# After the end-of-initial-values marker: how long to wait for one more entry, and in all.
-LATE_ENTRIES_S = 0.02
-LATE_ENTRIES_MAX_S = 0.2
+SCAN_BATCH = 256
+SCAN_TIMEOUT_S = 30.0
+SCAN_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One live key of a bucket, as a scan read it."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+async def scan(kv: KeyValue, keys: str = ">", *, timeout_s: float = SCAN_TIMEOUT_S) -> list[Entry]:
+    """Every live key matching `keys` (a subject filter), each at its latest revision.
+
+    nats-py's watcher signals the end of the initial values from a consumer-info call that
+    races the messages already pushed, and can end a listing early or empty. A pull consumer
+    delivers nothing until asked, so its pending count is an exact snapshot to read up to.
+    """
+    js = kv._js  # the bucket's own JetStream context, stream and subject prefix
+    stream: str = kv._stream
+    prefix: str = kv._pre
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        inactive_threshold=max(timeout_s, 5.0),
+        mem_storage=True,
+    )
+    subscription = await js.pull_subscribe(f"{prefix}{keys}", stream=stream, config=config)
+    found: dict[str, Entry] = {}
+    consumer: str | None = None
+    try:
+        info = await subscription.consumer_info()
+        consumer = info.name
+        remaining = int(info.num_pending or 0)
+        deadline = time.monotonic() + timeout_s
+        while remaining > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"scanning {stream} took more than {timeout_s:.0f} s")
+            try:
+                messages = await subscription.fetch(
+                    min(remaining, SCAN_BATCH), timeout=min(left, SCAN_WAIT_S)
+                )
+            except nats.errors.TimeoutError:
+                # What was pending may have gone since (expired, or replaced in a one-revision
+                # bucket): ask the consumer what is still to come.
+                remaining = int((await subscription.consumer_info()).num_pending or 0)
+                continue
+            for message in messages:
+                key = message.subject[len(prefix) :]
+                operation = (message.headers or {}).get(KV_OP)
+                if operation in (KV_DEL, KV_PURGE):
+                    found.pop(key, None)
+                else:
+                    revision = int(message.metadata.sequence.stream)
+                    found[key] = Entry(key, message.data, revision)
+                remaining = int(message.metadata.num_pending)
+    finally:
+        await subscription.unsubscribe()
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # its inactive threshold removes it anyway
+                await js._jsm.delete_consumer(stream, consumer)
+    return [found[k] for k in sorted(found)]
 
 
 @dataclass(frozen=True)
@@ -137,38 +202,12 @@ class ResourceStore(Generic[T]):
 
     async def list(self) -> list[Versioned[T]]:
         """Every live resource, read in one pass over the bucket (no request per key)."""
-        # A short inactive threshold: the consumer behind the watch goes away soon after, instead
-        # of lingering for minutes (streams cap their consumers; busy lists would hit the cap).
-        watcher = await self.kv.watch(
-            f"{self.prefix}>" if self.prefix else ">", ignore_deletes=True, inactive_threshold=2.0
-        )
-        found: dict[str, Versioned[T]] = {}
-
-        def take(entry: Any) -> None:
-            if entry.operation is None and entry.value:
+        found = []
+        for entry in await scan(self.kv, f"{self.prefix}>" if self.prefix else ">"):
+            if entry.value:
                 key = entry.key.removeprefix(self.prefix)
-                found[key] = Versioned(
-                    self._decode(entry.value).resource, int(entry.revision or 0), key
-                )
-
-        try:
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    break
-                take(entry)
-            # While keys are being written, nats-py can mark the end of the initial values
-            # before the last of them arrives: take what follows the marker at once, too.
-            deadline = time.monotonic() + LATE_ENTRIES_MAX_S
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    late = await watcher.updates(timeout=min(LATE_ENTRIES_S, left))  # type: ignore[no-untyped-call]
-                except nats.errors.TimeoutError:
-                    break
-                if late is not None:
-                    take(late)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return [found[k] for k in sorted(found)]
+                found.append(Versioned(self._decode(entry.value).resource, entry.revision, key))
+        return found
 
     def _conflict(self, key: str, expected: int, actual: int) -> Conflict:
         return Conflict(

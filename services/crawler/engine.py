@@ -23,7 +23,7 @@ from documents.formats import extract_for
 from runtime.bus import Bus
 from runtime.cache import TtlCache
 from runtime.errors import NotFound, ValidationFailed
-from runtime.kv import ResourceStore
+from runtime.kv import ResourceStore, scan
 from services.crawler.adapters.fetcher import Fetched, Fetcher
 from services.crawler.domain.networks import NetworkPolicy
 from services.crawler.domain.politeness import Politeness
@@ -484,21 +484,12 @@ class CrawlEngine:
         source = (await self.sources.get(source_id)).value
         stale: list[tuple[str, KnownPage]] = []
         live = 0
-        watcher = await self.pages.watch(
-            f"{source_id}.>", ignore_deletes=True, inactive_threshold=2.0
-        )
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.operation is None and entry.value:
-                    page = KnownPage.model_validate_json(entry.value)
-                    if page.last_sync == sync_id:
-                        live += 1
-                    else:
-                        stale.append((entry.key, page))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for entry in await scan(self.pages, f"{source_id}.>"):
+            page = KnownPage.model_validate_json(entry.value)
+            if page.last_sync == sync_id:
+                live += 1
+            else:
+                stale.append((entry.key, page))
         previous = max(source.documents, live + len(stale))
         if stale and not deletions_allowed(previous, len(stale), DELETION_THRESHOLD):
             message = (

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from contracts.topology import BucketSpec
 from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
-from runtime.kv import ResourceStore
+from runtime.kv import ResourceStore, scan
 from runtime.topology import ensure_bucket
 
 
@@ -91,3 +91,25 @@ async def test_invalid_ids_are_refused(bus: Bus, unique: str) -> None:
 
 async def test_empty_store_lists_nothing(bus: Bus, unique: str) -> None:
     assert await (await store(bus, unique)).list() == []
+
+
+async def test_scan_reads_every_live_key_at_its_latest_revision(bus: Bus, unique: str) -> None:
+    kv = await ensure_bucket(
+        bus.js, BucketSpec(name=f"test_{unique}", description="test", history=3)
+    )
+    for i in range(600):  # more than one fetch batch
+        await kv.put(f"src.k{i:04d}", b"v1")
+    await kv.put("src.k0001", b"v2")
+    await kv.delete("src.k0002")
+    await kv.put("other.k", b"x")
+    # Repeated scans right after the writes: each must see all of them, never end early.
+    for _ in range(5):
+        entries = await scan(kv, "src.>")
+        assert len(entries) == 599
+        by_key = {e.key: e for e in entries}
+        assert by_key["src.k0001"].value == b"v2" and "src.k0002" not in by_key
+        assert "other.k" not in by_key
+    assert await scan(kv, "none.>") == []
+    # The scans clean up their consumers.
+    info = await bus.js.stream_info(f"KV_test_{unique}")
+    assert info.state.consumer_count == 0

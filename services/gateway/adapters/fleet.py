@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import nats.js.errors
 from nats.js.kv import KeyValue
 
 from contracts import subjects
 from contracts.system import HealthPoll, ServiceHealth
 from runtime.bus import Bus
+from runtime.kv import scan
 
 
 class Fleet:
@@ -17,10 +17,7 @@ class Fleet:
         self.window_s = window_s
 
     async def registered(self) -> int:
-        try:
-            return len(await self.registry.keys())
-        except nats.js.errors.NoKeysError:
-            return 0
+        return len(await scan(self.registry))
 
     async def poll(self) -> list[ServiceHealth]:
         """Replies for up to `window_s`; returns early once every registered replica answered."""
