@@ -7,14 +7,16 @@ STAMP := $(VENV)/.installed
 # Debian packages the services need; installed with apt-get (sudo when not root).
 # g++ and python3-dev: hnswlib (the indexer's HNSW) is built from source. buildah, skopeo and
 # docker-registry: the image builder (crun for RUN steps; busybox-static roots test images).
-DEBIAN_PACKAGES := g++ python3-dev buildah crun skopeo docker-registry busybox-static
+# chromium and chromium-driver: the web console's end-to-end tests drive a headless browser.
+DEBIAN_PACKAGES := g++ python3-dev buildah crun skopeo docker-registry busybox-static \
+	chromium chromium-driver fonts-dejavu-core
 # What the benchmarks read: the Python documentation is the search benchmark's corpus.
 BENCH_DEBIAN_PACKAGES := python3.11-doc
 # The tuner's benchmarks: tabulated learning curves, multi-fidelity functions, and Syne Tune as the
 # peer (its scheduler modules only: --no-deps keeps out its xgboost and the rest).
 BENCH_PIP_PACKAGES := lcdb==0.1.0 mf2==2022.6.0 dill==0.4.1 pandas==3.1.1
 
-.PHONY: help install run test test-fast lint format contracts bench up down clean
+.PHONY: help install run test test-fast lint format contracts bench screenshots up down clean
 
 help:
 	@echo "make run        start NATS, every service and the gateway on 127.0.0.1:8080"
@@ -22,6 +24,7 @@ help:
 	@echo "make bench      run the benchmarks (figures go to docs/benchmarks.md)"
 	@echo "make up / down  the docker compose stack"
 	@echo "make contracts  regenerate JSON Schema snapshots and the AsyncAPI document"
+	@echo "make screenshots  run the console's browser tests, saving docs/screenshots/"
 	@echo "make lint       ruff and mypy"
 
 install: $(STAMP)
@@ -58,6 +61,9 @@ test-fast: $(STAMP)
 
 contracts: $(STAMP)
 	$(BIN)/python -m contracts.export
+
+screenshots: $(STAMP)
+	TRELLIS_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/e2e/test_console.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bus

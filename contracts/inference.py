@@ -85,6 +85,27 @@ class ModelState(StrEnum):
     FAILED = "FAILED"
 
 
+class HistogramSnapshot(BaseModel):
+    """A Prometheus histogram read at one moment: cumulative counts per upper bound."""
+
+    upper_bounds: list[float] = Field(default_factory=list, description="`le` of each bucket.")
+    cumulative_counts: list[int] = Field(default_factory=list)
+    count: int = 0
+    sum: float = 0.0
+
+
+class ModelStats(BaseModel):
+    """What one replica has served of a model since it started."""
+
+    requests: int = 0
+    failures: int = 0
+    rows: int = 0
+    latency_s: HistogramSnapshot = Field(default_factory=HistogramSnapshot)
+    queue_s: HistogramSnapshot = Field(default_factory=HistogramSnapshot)
+    compute_s: HistogramSnapshot = Field(default_factory=HistogramSnapshot)
+    batch_size: HistogramSnapshot = Field(default_factory=HistogramSnapshot)
+
+
 class ModelStatus(Message):
     message_type: ClassVar[str] = "inference.v1.model_status"
 
@@ -99,6 +120,9 @@ class ModelStatus(Message):
     loaded_at: datetime | None = None
     instance_id: str = ""
     config: ModelConfig
+    stats: ModelStats | None = Field(
+        default=None, description="Requests, latency and batch sizes served by this replica."
+    )
 
 
 class RegisterModelCommand(Command):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts import subjects
 from contracts.envelope import Message
@@ -39,6 +39,15 @@ class ConsumerStatus(Message):
     redelivered: int = Field(ge=0)
 
 
+class RecentError(BaseModel):
+    """A warning or error a replica logged, for the console's overview."""
+
+    time: datetime
+    level: str
+    logger: str
+    message: str
+
+
 class ServiceHealth(Message):
     """A replica's own account of itself; also the value of its registry key."""
 
@@ -61,6 +70,9 @@ class ServiceHealth(Message):
     details: dict[str, Any] = Field(
         default_factory=dict,
         description="Service-specific state (e.g. loaded models and providers).",
+    )
+    recent_errors: list[RecentError] = Field(
+        default_factory=list, description="The last warnings and errors it logged, oldest first."
     )
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -87,11 +88,39 @@ class TextFormatter(logging.Formatter):
         return f"{line} [cid={cid}]" if cid else line
 
 
+class RecentErrors(logging.Handler):
+    """Keeps the last warnings and errors of this process (redacted) for its health reports."""
+
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self._entries: deque[dict[str, str]] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = redact_text(record.getMessage())[:500]
+        except Exception:  # a bad format string must not break logging
+            message = str(record.msg)[:500]
+        self._entries.append(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+        )
+
+    def snapshot(self) -> list[dict[str, str]]:
+        return list(self._entries)
+
+
+RECENT_ERRORS = RecentErrors()
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, RECENT_ERRORS]
     root.setLevel(level)
     # uvicorn's access log prints full request lines; ours logs requests without secrets.
     logging.getLogger("uvicorn.access").disabled = True

@@ -17,10 +17,11 @@ from nats.js.kv import KeyValue
 
 from contracts import subjects, topology
 from contracts.envelope import EnvelopeMeta, Message, utc_now
-from contracts.system import HealthPoll, PingReply, PingRequest, ServiceHealth
+from contracts.system import HealthPoll, PingReply, PingRequest, RecentError, ServiceHealth
 from contracts.topology import ConsumerSpec
 from runtime.bus import Bus, EventHandler, RequestHandler
 from runtime.consumer import DurableConsumer
+from runtime.logs import RECENT_ERRORS
 from runtime.metrics import ServiceMetrics
 from runtime.ops_http import OpsServer, json_response
 from runtime.settings import ServiceSettings, SharedSettings
@@ -195,6 +196,7 @@ class Service:
             failed=self.bus.failed,
             consumers=consumers,
             details=self._details(),
+            recent_errors=[RecentError.model_validate(e) for e in RECENT_ERRORS.snapshot()],
         )
 
     async def _heartbeat(self) -> None:

@@ -28,7 +28,9 @@ from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
 from services.gateway.handlers import (
     aws,
+    console,
     data_sources,
+    events,
     fraud,
     images,
     indexes,
@@ -117,6 +119,9 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     for router in images.ROUTERS:
         app.include_router(router)
     app.include_router(tuning.router)
+    app.include_router(events.router)
+    app.include_router(console.router)
+    app.include_router(console.home)
     return app
 
 

@@ -1,9 +1,11 @@
-"""REST authentication (Bearer API keys) and scope checks, as FastAPI dependencies."""
+"""REST authentication (Bearer API keys, or the console's session cookie) and scope checks."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
+from cryptography.fernet import Fernet, InvalidToken
 from fastapi import Request
 
 from services.gateway.adapters.key_store import KeyStore
@@ -22,12 +24,47 @@ def _key_store(request: Request) -> KeyStore:
     return store
 
 
+SESSION_COOKIE = "trellis_session"
+SESSION_TTL_S = 8 * 3600
+# Console writes must carry this header: a cross-site form cannot set it (defence in depth
+# beside the SameSite=Strict cookie).
+CONSOLE_HEADER = "x-trellis-console"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_SESSION_PURPOSE = "console-session"
+
+
+def seal_session(sealer: Fernet, api_key: str) -> str:
+    """The console's session cookie: the API key, sealed and timestamped (checked per request,
+    so revoking the key ends the session at once)."""
+    return sealer.encrypt(json.dumps({"p": _SESSION_PURPOSE, "k": api_key}).encode()).decode()
+
+
+def open_session(sealer: Fernet, cookie: str, ttl_s: int = SESSION_TTL_S) -> str | None:
+    try:
+        opened = json.loads(sealer.decrypt(cookie.encode(), ttl=ttl_s))
+    except (InvalidToken, ValueError):
+        return None
+    if not isinstance(opened, dict) or opened.get("p") != _SESSION_PURPOSE:
+        return None
+    key = opened.get("k")
+    return key if isinstance(key, str) else None
+
+
 async def authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError(401, "missing credentials: send 'Authorization: Bearer <api key>'")
-    principal = await _key_store(request).authenticate_bearer(token.strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    store = _key_store(request)
+    if not header and cookie:
+        token = open_session(store.sealer, cookie)
+        if token is None:
+            raise AuthError(401, "the console session has expired: sign in again")
+        if request.method not in _SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+            raise AuthError(403, f"console requests that change things must send {CONSOLE_HEADER}")
+    else:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "missing credentials: send 'Authorization: Bearer <api key>'")
+    principal = await store.authenticate_bearer(token.strip())
     if principal is None:
         raise AuthError(401, "invalid or revoked API key")
     request.state.principal = principal

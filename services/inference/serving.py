@@ -11,9 +11,18 @@ from datetime import datetime
 
 import numpy as np
 from prometheus_client import Counter, Histogram
+from prometheus_client.samples import Sample
 
 from contracts.envelope import utc_now
-from contracts.inference import InferReply, InferRequest, ModelConfig, ModelState, ModelStatus
+from contracts.inference import (
+    HistogramSnapshot,
+    InferReply,
+    InferRequest,
+    ModelConfig,
+    ModelState,
+    ModelStats,
+    ModelStatus,
+)
 from runtime.errors import NotFound, ServiceUnavailable, TrellisError, ValidationFailed
 from runtime.metrics import LATENCY_BUCKETS, ServiceMetrics
 from services.inference.adapters.model_store import ModelStore
@@ -70,6 +79,44 @@ class ModelMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+
+    def stats(self, model: str) -> ModelStats:
+        requests = failures = rows = 0
+        for sample in _samples(self.requests):
+            if sample.name.endswith("_total") and sample.labels.get("model") == model:
+                requests += int(sample.value)
+                failures += int(sample.value) if sample.labels.get("outcome") != "ok" else 0
+        for sample in _samples(self.rows):
+            if sample.name.endswith("_total") and sample.labels.get("model") == model:
+                rows += int(sample.value)
+        return ModelStats(
+            requests=requests,
+            failures=failures,
+            rows=rows,
+            latency_s=_snapshot(self.latency, model),
+            queue_s=_snapshot(self.queue, model),
+            compute_s=_snapshot(self.compute, model),
+            batch_size=_snapshot(self.batch_size, model),
+        )
+
+
+def _samples(metric: Counter | Histogram) -> list[Sample]:
+    return [sample for family in metric.collect() for sample in family.samples]
+
+
+def _snapshot(histogram: Histogram, model: str) -> HistogramSnapshot:
+    snapshot = HistogramSnapshot()
+    for sample in _samples(histogram):
+        if sample.labels.get("model") != model:
+            continue
+        if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf":
+            snapshot.upper_bounds.append(float(sample.labels["le"]))
+            snapshot.cumulative_counts.append(int(sample.value))
+        elif sample.name.endswith("_count"):
+            snapshot.count = int(sample.value)
+        elif sample.name.endswith("_sum"):
+            snapshot.sum = float(sample.value)
+    return snapshot
 
 
 @dataclass
@@ -244,6 +291,7 @@ class ModelServer:
             loaded_at=served.loaded_at,
             instance_id=self.instance_id,
             config=served.config,
+            stats=self.metrics.stats(name),
         )
 
     async def infer(self, name: str, request: InferRequest) -> InferReply:
