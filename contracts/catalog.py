@@ -72,6 +72,14 @@ def _crawl_operations() -> list[OperationDoc]:
             f"Kendra {op.name} (Kendra's request and response shapes).",
         )
         for op in crawl.CRAWL_OPERATIONS
+    ] + [
+        OperationDoc(
+            subjects.crawl_operation(op.bus_operation),
+            op.request,
+            crawl.CrawlResult,
+            f"Secrets Manager {op.name} for data source credentials (never returns a value).",
+        )
+        for op in crawl.SECRET_OPERATIONS
     ]
 
 

@@ -1,4 +1,4 @@
-"""Crawler messages: Kendra data source and sync job operations (Kendra's names) and the frontier."""
+"""Crawler messages: Kendra data source and sync job operations (Kendra's names), secrets, the frontier."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from contracts.aws import AwsMessage, AwsOperation
 from contracts.envelope import Message
 from contracts.index import INDEX_ID, KendraMessage, KendraOperation, Tag
 
 SOURCE_ID = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,99}$"
+SECRETS_MANAGER_NAME = r"^[A-Za-z0-9/_+=.@-]{1,128}$"
+MAX_SECRET_BYTES = 8 * 1024
 
 
 class CreateDataSource(KendraMessage):
@@ -80,7 +83,7 @@ class ListDataSourceSyncJobs(_SourceRef):
 
 
 class CrawlResult(Message):
-    """The reply of every data source operation: Kendra's output shape, with Kendra's JSON names."""
+    """The reply of every data source and secret operation: the AWS output shape and JSON names."""
 
     message_type: ClassVar[str] = "crawl.v1.result"
     output: dict[str, Any] = Field(default_factory=dict)
@@ -95,6 +98,61 @@ CRAWL_OPERATIONS: tuple[KendraOperation, ...] = (
     KendraOperation("StartDataSourceSyncJob", "start_data_source_sync_job", StartDataSourceSyncJob),
     KendraOperation("StopDataSourceSyncJob", "stop_data_source_sync_job", StopDataSourceSyncJob),
     KendraOperation("ListDataSourceSyncJobs", "list_data_source_sync_jobs", ListDataSourceSyncJobs),
+)
+
+
+# -- Secrets (Secrets Manager's names) for data source credentials -----------------------------
+
+
+class SecretsMessage(AwsMessage):
+    """Secrets Manager's JSON names. A secret value travels only in create and put requests."""
+
+
+class CreateSecret(SecretsMessage):
+    message_type: ClassVar[str] = "crawl.v1.create_secret"
+    name: str = Field(pattern=SECRETS_MANAGER_NAME)
+    # A JSON object with "username" and "password"; never returned by any operation.
+    secret_string: str = Field(min_length=1, max_length=MAX_SECRET_BYTES)
+    description: str | None = Field(default=None, max_length=2048)
+    client_request_token: str | None = Field(default=None, min_length=32, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+
+
+class DescribeSecret(SecretsMessage):
+    message_type: ClassVar[str] = "crawl.v1.describe_secret"
+    secret_id: str = Field(min_length=1, max_length=2048)
+
+
+class ListSecrets(SecretsMessage):
+    message_type: ClassVar[str] = "crawl.v1.list_secrets"
+    max_results: int = Field(default=100, ge=1, le=100)
+    next_token: str | None = Field(default=None, max_length=4096)
+    filters: list[dict[str, Any]] | None = Field(default=None, max_length=10)
+    sort_order: Literal["asc", "desc"] | None = None
+    include_planned_deletion: bool | None = None
+
+
+class PutSecretValue(SecretsMessage):
+    message_type: ClassVar[str] = "crawl.v1.put_secret_value"
+    secret_id: str = Field(min_length=1, max_length=2048)
+    secret_string: str = Field(min_length=1, max_length=MAX_SECRET_BYTES)
+    client_request_token: str | None = Field(default=None, min_length=32, max_length=64)
+
+
+class DeleteSecret(SecretsMessage):
+    message_type: ClassVar[str] = "crawl.v1.delete_secret"
+    secret_id: str = Field(min_length=1, max_length=2048)
+    # Accepted for boto3 callers; Trellis deletes at once (no recovery window).
+    recovery_window_in_days: int | None = Field(default=None, ge=7, le=30)
+    force_delete_without_recovery: bool | None = None
+
+
+SECRET_OPERATIONS: tuple[AwsOperation, ...] = (
+    AwsOperation("CreateSecret", "create_secret", CreateSecret),
+    AwsOperation("DescribeSecret", "describe_secret", DescribeSecret),
+    AwsOperation("ListSecrets", "list_secrets", ListSecrets),
+    AwsOperation("PutSecretValue", "put_secret_value", PutSecretValue),
+    AwsOperation("DeleteSecret", "delete_secret", DeleteSecret),
 )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from contracts.envelope import Command, Message
@@ -117,8 +117,14 @@ class GetNamed(AfdMessage):
         "entity_type"
     )
     name: str | None = None
+    detector_id: str | None = Field(default=None, description="GetDetectors names its filter so.")
     next_token: str | None = None
     max_results: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _detector_id_is_the_name(self) -> GetNamed:
+        _name_from_detector_id(self)
+        return self
 
 
 class DeleteNamed(AfdMessage):
@@ -126,7 +132,27 @@ class DeleteNamed(AfdMessage):
     kind: Literal["entity_type", "label", "outcome", "event_type", "detector", "list"] = (
         "entity_type"
     )
-    name: str
+    name: str = ""
+    detector_id: str | None = Field(default=None, description="DeleteDetector names it so.")
+
+    @model_validator(mode="after")
+    def _detector_id_is_the_name(self) -> DeleteNamed:
+        _name_from_detector_id(self)
+        if not self.name:
+            missing = "detectorId" if self.kind == "detector" else "name"
+            raise ValueError(f"{missing} is required")
+        return self
+
+
+def _name_from_detector_id(message: GetNamed | DeleteNamed) -> None:
+    """AFD calls a detector's name `detectorId`; Trellis keeps it as the name."""
+    if message.detector_id is not None:
+        if message.kind != "detector":
+            raise ValueError("detectorId applies to detectors only")
+        if message.name and message.name != message.detector_id:
+            raise ValueError("give detectorId or name, not both")
+        message.name = message.detector_id
+        message.detector_id = None
 
 
 class CreateList(_Tagged):
@@ -336,6 +362,16 @@ class CreateDetectorVersion(_Tagged):
     rule_execution_mode: Literal["FIRST_MATCHED", "ALL_MATCHED"] | None = None
 
 
+class DescribeDetector(AfdMessage):
+    """A detector and the summaries of its versions."""
+
+    message_type: ClassVar[str] = "fraud.v1.describe_detector"
+    detector_id: str = Field(min_length=1, max_length=64)
+    detector_version_id: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
+    next_token: str | None = None
+    max_results: int | None = Field(default=None, ge=1000, le=2500)
+
+
 class DetectorVersionRef(AfdMessage):
     """GetDetectorVersion, UpdateDetectorVersionStatus (with status), DeleteDetectorVersion."""
 
@@ -523,6 +559,7 @@ AFD_OPERATIONS: tuple[AfdOperation, ...] = (
     AfdOperation("GetRules", "get_rules", GetRules),
     AfdOperation("DeleteRule", "delete_rule", DeleteRule),
     AfdOperation("CreateDetectorVersion", "create_detector_version", CreateDetectorVersion),
+    AfdOperation("DescribeDetector", "describe_detector", DescribeDetector),
     AfdOperation("GetDetectorVersion", "get_detector_version", DetectorVersionRef),
     AfdOperation(
         "UpdateDetectorVersionStatus", "update_detector_version_status", DetectorVersionRef

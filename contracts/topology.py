@@ -99,6 +99,16 @@ CRAWL_SEEN = BucketSpec(
     description="URLs (and main-text hashes) a sync has already queued: the frontier's seen-set.",
     ttl_s=7 * 24 * 3600,
 )
+CRAWL_SECRETS = BucketSpec(
+    name="crawl_secrets",
+    description="Credentials data sources use (secret.<name hash>), values sealed with Fernet.",
+)
+CRAWL_SESSIONS = BucketSpec(
+    name="crawl_sessions",
+    description="Form-login cookie jars, one per sync (<sync id>), sealed: every replica of a "
+    "sync uses the one session.",
+    ttl_s=7 * 24 * 3600,
+)
 
 SERVICE_REGISTRY = BucketSpec(
     name="trellis_services",

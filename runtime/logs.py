@@ -25,10 +25,13 @@ _SECRET_KEY = re.compile(
 )
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
 _AWS_SIGNATURE = re.compile(r"(Signature=)[0-9a-f]{16,}", re.I)
+# Credentials inside a URL (a proxy's, say): scheme://user:password@host
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]*@", re.I)
 REDACTED = "[redacted]"
 
 
 def redact_text(text: str) -> str:
+    text = _URL_USERINFO.sub(r"\1" + REDACTED + "@", text)
     return _AWS_SIGNATURE.sub(r"\1" + REDACTED, _BEARER.sub(r"\1" + REDACTED, text))
 
 
@@ -124,3 +127,5 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root.setLevel(level)
     # uvicorn's access log prints full request lines; ours logs requests without secrets.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpcore's DEBUG trace prints response headers whole: the crawler's login cookies too.
+    logging.getLogger("httpcore").setLevel(max(root.level, logging.INFO))

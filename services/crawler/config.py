@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from runtime.settings import ServiceSettings
@@ -34,4 +34,14 @@ class Settings(ServiceSettings):
         gt=0,
         le=86400,
         description="A sync with an empty frontier and no progress for this long is finished.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key sealing data source credentials (TRELLIS_CRAWLER_SECRETS_KEY); "
+        "generated once under <data dir>/crawler/secrets.key if unset. Replicas on several "
+        "machines need the same key.",
+    )
+    region: str = Field(default="us-east-1", description="Region written into secret ARNs.")
+    account_id: str = Field(
+        default="000000000000", pattern=r"^\d{12}$", description="Account in secret ARNs."
     )

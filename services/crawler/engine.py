@@ -1,8 +1,10 @@
-"""Runs syncs: the durable frontier, robots and politeness, fetching, extraction, document events."""
+"""Runs syncs: the durable frontier, robots and politeness, credentials and login sessions, fetching,
+extraction, document events."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -11,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 import nats.js.errors
 from nats.js.kv import KeyValue
 
@@ -24,17 +27,27 @@ from runtime.bus import Bus
 from runtime.cache import TtlCache
 from runtime.errors import NotFound, ValidationFailed
 from runtime.kv import ResourceStore, scan
-from services.crawler.adapters.fetcher import Fetched, Fetcher
+from services.crawler.adapters.fetcher import (
+    Access,
+    Fetched,
+    Fetcher,
+    ProxyAccess,
+    cookies_from_json,
+    cookies_to_json,
+)
+from services.crawler.adapters.secret_store import SecretStore
 from services.crawler.domain.networks import NetworkPolicy
 from services.crawler.domain.politeness import Politeness
 from services.crawler.domain.records import (
     MAX_ERRORS,
     DataSourceRecord,
     KnownPage,
+    LoginSession,
     SyncError,
     SyncJob,
 )
 from services.crawler.domain.robots import RobotsRules, parse_robots, robots_for_status
+from services.crawler.domain.secrets import Credentials
 from services.crawler.domain.settings import CrawlSettings, parse_web_crawler
 from services.crawler.domain.sitemaps import parse_sitemap
 from services.crawler.domain.sync import (
@@ -56,6 +69,9 @@ CONTENT_TYPES = {
     "text/csv": "CSV",
 }
 DELETION_THRESHOLD = 0.15
+# A login still pending after this long was left by a replica that died: another one retakes it.
+LOGIN_STALE_S = 90.0
+LOGIN_WAIT_S = 120.0
 
 
 def url_key(url: str) -> str:
@@ -64,6 +80,10 @@ def url_key(url: str) -> str:
 
 class SyncStopped(Exception):
     """The sync was stopped while a URL of it was being handled."""
+
+
+class LoginFailed(Exception):
+    """The sync's form login did not give a session."""
 
 
 @dataclass
@@ -86,6 +106,8 @@ class CrawlEngine:
         pages: KeyValue,
         seen: KeyValue,
         policy: NetworkPolicy,
+        secrets: SecretStore,
+        sessions: KeyValue,
     ) -> None:
         self.bus = bus
         self.sources = sources
@@ -93,17 +115,25 @@ class CrawlEngine:
         self.pages = pages
         self.seen = seen
         self.policy = policy
-        self._fetchers: dict[str, Fetcher] = {}
+        self.secrets = secrets
+        self.sessions = sessions
+        self._fetchers: dict[tuple[str, ProxyAccess | None], Fetcher] = {}
         self._politeness: dict[str, Politeness] = {}
         self._robots: dict[tuple[str, str], RobotsRules] = {}
         self._job_cache = TtlCache(ttl_s=0.5)
         self._source_cache = TtlCache(ttl_s=2.0)
+        # Unsealed credentials, briefly: a changed secret value applies within this bound.
+        self._credentials = TtlCache(ttl_s=30.0)
+        self._logins: dict[str, httpx.Cookies] = {}
+        self._login_locks: dict[str, asyncio.Lock] = {}
 
-    def fetcher(self, settings: CrawlSettings) -> Fetcher:
-        fetcher = self._fetchers.get(settings.user_agent)
+    def fetcher(self, settings: CrawlSettings, proxy: ProxyAccess | None = None) -> Fetcher:
+        """One HTTP client per user agent and proxy (a proxy is a client-wide setting)."""
+        key = (settings.user_agent, proxy)
+        fetcher = self._fetchers.get(key)
         if fetcher is None:
-            fetcher = Fetcher(self.policy, user_agent=settings.user_agent)
-            self._fetchers[settings.user_agent] = fetcher
+            fetcher = Fetcher(self.policy, user_agent=settings.user_agent, proxy=proxy)
+            self._fetchers[key] = fetcher
         return fetcher
 
     # -- starting ----------------------------------------------------------------------------
@@ -174,6 +204,7 @@ class CrawlEngine:
         except NotFound:
             return  # the source or its job was deleted: drop what is left of its frontier
         if job.status != SyncStatus.SYNCING:
+            self._forget(job.id)
             return  # stopped or finished: the rest of its frontier is dropped
         settings = parse_web_crawler(source.configuration)
         try:
@@ -235,7 +266,7 @@ class CrawlEngine:
             return cached
         origin = url.split("/", 3)
         robots_url = f"{origin[0]}//{origin[2]}/robots.txt"
-        fetched = await self.fetcher(settings).get(robots_url, max_bytes=512 * 1024)
+        fetched = await self._fetch(job, settings, robots_url, max_bytes=512 * 1024)
         if fetched.refused:
             return fetched.error or "refused"
         rules = robots_for_status(fetched.status if fetched.error is None else 0)
@@ -268,13 +299,202 @@ class CrawlEngine:
         if current.status != SyncStatus.SYNCING:
             raise SyncStopped(job.id)  # stopped while this URL waited for its turn
         conditional = known is not None and job.mode == "FULL_CRAWL"
-        return await self.fetcher(settings).get(
+        return await self._fetch(
+            job,
+            settings,
             url,
             max_bytes=settings.max_bytes,
             headers=dict(settings.headers),
             etag=known.etag if conditional and known else None,
             last_modified=known.last_modified if conditional and known else None,
         )
+
+    # -- credentials, proxy and login --------------------------------------------------------
+
+    async def _fetch(
+        self,
+        job: SyncJob,
+        settings: CrawlSettings,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: dict[str, str] | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> Fetched:
+        """GET through the source's proxy, with its credentials and its sync's login session."""
+        try:
+            proxy, basic = await self._credentials.get(
+                (job.id, settings.proxy, settings.basic_auth),
+                lambda: self._resolve_credentials(settings),
+            )
+            fetcher = self.fetcher(settings, proxy)
+            access = Access(basic=basic)
+            if settings.form_login is not None:
+                cookies = await self._login_session(job, settings, fetcher, access)
+                access = Access(basic=basic, cookies=cookies)
+        except (NotFound, ValidationFailed) as exc:
+            await self._fail_sync(job, f"credentials: {exc.message}")
+            raise SyncStopped(job.id) from None
+        except LoginFailed as exc:
+            await self._fail_sync(job, f"form login failed: {exc}")
+            raise SyncStopped(job.id) from None
+        return await fetcher.get(
+            url,
+            max_bytes=max_bytes,
+            headers=headers,
+            etag=etag,
+            last_modified=last_modified,
+            access=access,
+        )
+
+    async def _resolve_credentials(
+        self, settings: CrawlSettings
+    ) -> tuple[ProxyAccess | None, dict[str, Credentials]]:
+        proxy = None
+        if settings.proxy is not None:
+            reference = settings.proxy.credentials
+            proxy = ProxyAccess(
+                settings.proxy.host,
+                settings.proxy.port,
+                await self.secrets.credentials(reference) if reference else None,
+            )
+        basic = {
+            b.host_port: await self.secrets.credentials(b.credentials) for b in settings.basic_auth
+        }
+        return proxy, basic
+
+    async def _login_session(
+        self, job: SyncJob, settings: CrawlSettings, fetcher: Fetcher, access: Access
+    ) -> httpx.Cookies:
+        """The sync's login cookies: logged in once per sync, whichever replica comes first."""
+        cached = self._logins.get(job.id)
+        if cached is not None:
+            return cached
+        async with self._login_locks.setdefault(job.id, asyncio.Lock()):
+            cached = self._logins.get(job.id)
+            if cached is None:
+                cached = await self._shared_login(job, settings, fetcher, access)
+                self._logins[job.id] = cached
+        return cached
+
+    async def _read_login(self, sync_id: str) -> tuple[LoginSession, int] | None:
+        try:
+            entry = await self.sessions.get(sync_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None  # deleted
+        state = LoginSession.model_validate_json(self.secrets.unseal(entry.value))
+        return state, int(entry.revision or 0)
+
+    async def _write_login(
+        self, sync_id: str, state: LoginSession, revision: int | None
+    ) -> int | None:
+        """Store `state`, created if `revision` is None, else only over that revision; the new
+        revision, or None when another replica wrote first."""
+        sealed = self.secrets.seal(state.model_dump_json().encode())
+        try:
+            if revision is None:
+                return int(await self.sessions.create(sync_id, sealed))
+            return int(await self.sessions.update(sync_id, sealed, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+
+    async def _shared_login(
+        self, job: SyncJob, settings: CrawlSettings, fetcher: Fetcher, access: Access
+    ) -> httpx.Cookies:
+        deadline = time.monotonic() + LOGIN_WAIT_S
+        while True:
+            stored = await self._read_login(job.id)
+            pending = LoginSession(status="pending", started_at=time.time())
+            claimed: int | None = None
+            if stored is None:
+                claimed = await self._write_login(job.id, pending, None)
+            else:
+                state, revision = stored
+                if state.status == "ready":
+                    return cookies_from_json(state.cookies)
+                if state.status == "failed":
+                    raise LoginFailed(state.error or "unknown error")
+                if time.time() - state.started_at > LOGIN_STALE_S:
+                    claimed = await self._write_login(job.id, pending, revision)
+            if claimed is not None:
+                return await self._login(job, settings, fetcher, access, claimed)
+            if time.monotonic() > deadline:
+                raise LoginFailed("another replica's login did not finish in time")
+            await asyncio.sleep(0.1)
+
+    async def _login(
+        self,
+        job: SyncJob,
+        settings: CrawlSettings,
+        fetcher: Fetcher,
+        access: Access,
+        claimed: int,
+    ) -> httpx.Cookies:
+        """Post the login form (this replica claimed it at revision `claimed`), share the outcome."""
+        form = settings.form_login
+        assert form is not None
+        error: str | None = None
+        cookies = httpx.Cookies()
+        try:
+            credentials = await self.secrets.credentials(form.credentials)
+        except (NotFound, ValidationFailed) as exc:
+            error = f"credentials: {exc.message}"
+        else:
+            fields = {
+                **dict(form.extra_fields),
+                form.username_field: credentials.username,
+                form.password_field: credentials.password,
+            }
+            fetched, cookies = await fetcher.login(
+                form.login_url, fields, access=access, secrets=[credentials.password]
+            )
+            if fetched.error is not None and not fetched.too_large:
+                error = fetched.error
+            elif fetched.status >= 400:
+                error = f"HTTP {fetched.status} from {fetched.url}"
+            elif not cookies.jar:
+                error = f"the login at {form.login_url} set no cookie"
+        state = LoginSession(
+            status="failed" if error else "ready",
+            started_at=time.time(),
+            cookies=[] if error else cookies_to_json(cookies),
+            error=error,
+        )
+        # Not written if another replica took the login over meanwhile: its outcome stands.
+        await self._write_login(job.id, state, claimed)
+        if error is not None:
+            raise LoginFailed(error)
+        return cookies
+
+    async def _fail_sync(self, job: SyncJob, message: str) -> None:
+        key = f"{job.source_id}.{job.id}"
+
+        def failed(current: SyncJob) -> SyncJob:
+            if current.status != SyncStatus.SYNCING:
+                return current
+            return _failed(current, message[:500])
+
+        with contextlib.suppress(NotFound, ValidationFailed):
+            await self.jobs.mutate(key, failed, attempts=50)
+        self._job_cache.clear()
+        self._forget(job.id)
+
+    async def _drop_login(self, sync_id: str) -> None:
+        """Delete an ended sync's session (a read first: most syncs have none to delete)."""
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self.sessions.get(sync_id)
+            await self.sessions.delete(sync_id)
+
+    def _forget(self, sync_id: str) -> None:
+        """Drop what this replica keeps for a sync that ended."""
+        self._politeness.pop(sync_id, None)
+        self._logins.pop(sync_id, None)
+        self._login_locks.pop(sync_id, None)
+        for robots_key in [k for k in self._robots if k[0] == sync_id]:
+            del self._robots[robots_key]
 
     async def _process(
         self, item: FrontierUrl, job: SyncJob, source: DataSourceRecord, settings: CrawlSettings
@@ -515,9 +735,8 @@ class CrawlEngine:
 
         await self.jobs.mutate(key, succeeded)
         await self.sources.mutate(source_id, lambda s: s.model_copy(update={"documents": live}))
-        self._politeness.pop(sync_id, None)
-        for robots_key in [k for k in self._robots if k[0] == sync_id]:
-            del self._robots[robots_key]
+        self._forget(sync_id)
+        await self._drop_login(sync_id)
 
     async def stop(self, source_id: str) -> SyncJob:
         running = [
@@ -535,6 +754,8 @@ class CrawlEngine:
 
         updated = await self.jobs.mutate(f"{source_id}.{job.id}", stopped)
         self._job_cache.clear()
+        self._forget(job.id)
+        await self._drop_login(job.id)
         return updated.value
 
     # -- schedules ---------------------------------------------------------------------------

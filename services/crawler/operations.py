@@ -22,19 +22,25 @@ from contracts.index import DescribeIndex, IndexResult
 from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
+from services.crawler.adapters.secret_store import SecretStore
 from services.crawler.domain.records import DataSourceRecord
-from services.crawler.domain.settings import parse_web_crawler
+from services.crawler.domain.settings import parse_web_crawler, with_credentials
 from services.crawler.domain.sync import parse_schedule
 from services.crawler.engine import CrawlEngine
 
 
 class CrawlerOperations:
     def __init__(
-        self, bus: Bus, sources: ResourceStore[DataSourceRecord], engine: CrawlEngine
+        self,
+        bus: Bus,
+        sources: ResourceStore[DataSourceRecord],
+        engine: CrawlEngine,
+        secrets: SecretStore,
     ) -> None:
         self.bus = bus
         self.sources = sources
         self.engine = engine
+        self.secrets = secrets
 
     async def _source(self, source_id: str, index_id: str) -> DataSourceRecord:
         try:
@@ -54,16 +60,29 @@ class CrawlerOperations:
             service="indexer",
         )
 
-    @staticmethod
-    def _validate(kind: str, configuration: dict[str, Any] | None, schedule: str | None) -> None:
+    async def _validate(
+        self, kind: str, configuration: dict[str, Any] | None, schedule: str | None
+    ) -> dict[str, Any]:
+        """The configuration to store: valid, every secret it names existing, named by ARN."""
         if kind == "TEMPLATE":
             raise ValidationFailed("Type TEMPLATE is not supported yet: use WEBCRAWLER")
-        parse_web_crawler(configuration)
+        settings = parse_web_crawler(configuration)
         if schedule:
             parse_schedule(schedule)
+        arns: dict[str, str] = {}
+        for reference in settings.secret_references:
+            try:
+                arns[reference] = (await self.secrets.get(reference)).arn
+            except NotFound:
+                raise ValidationFailed(
+                    f"Credentials {reference[:300]!r}: no such secret. Create it first "
+                    "(POST /v1/secrets, or Secrets Manager CreateSecret)"
+                ) from None
+        # Stored (and described) by ARN only: a reference, never a value.
+        return with_credentials(configuration or {}, lambda reference: arns[reference])
 
     async def create_data_source(self, r: CreateDataSource) -> dict[str, Any]:
-        self._validate(r.type, r.configuration, r.schedule)
+        configuration = await self._validate(r.type, r.configuration, r.schedule)
         await self._check_index(r.index_id)
         source_id = (
             hashlib.sha256(f"{r.index_id}/{r.client_token}".encode()).hexdigest()[:36]
@@ -81,7 +100,7 @@ class CrawlerOperations:
             index_id=r.index_id,
             name=r.name,
             type=r.type,
-            configuration=r.configuration or {},
+            configuration=configuration,
             description=r.description,
             schedule=r.schedule,
             role_arn=r.role_arn,
@@ -119,7 +138,7 @@ class CrawlerOperations:
         source = await self._source(r.id, r.index_id)
         configuration = r.configuration if r.configuration is not None else source.configuration
         schedule = r.schedule if r.schedule is not None else source.schedule
-        self._validate(source.type, configuration, schedule)
+        configuration = await self._validate(source.type, configuration, schedule)
 
         def change(current: DataSourceRecord) -> DataSourceRecord:
             updates: dict[str, Any] = {

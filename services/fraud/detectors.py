@@ -15,6 +15,7 @@ from contracts.fraud import (
     CreateDetectorVersion,
     CreateRule,
     DeleteRule,
+    DescribeDetector,
     DetectorVersionRef,
     GetEventPrediction,
     GetRules,
@@ -217,6 +218,36 @@ class Detectors:
         )
         await self.stores.detector_versions.create(record.key, record)
         return {"detectorId": request.detector_id, "detectorVersionId": number, "status": "DRAFT"}
+
+    async def describe_detector(self, request: DescribeDetector) -> Output:
+        detector = (await self.stores.detectors.get(request.detector_id)).value
+        versions = [
+            v.value
+            for v in await self.stores.detector_versions.list()
+            if v.value.detector_id == request.detector_id
+            and request.detector_version_id in (None, v.value.version)
+        ]
+        chosen, token = page(
+            versions,
+            lambda v: f"{int(v.version):010d}",  # numeric order: 2 before 10
+            request.next_token,
+            request.max_results or 2500,
+        )
+        summaries = [
+            {
+                "detectorVersionId": v.version,
+                "status": v.status,
+                "description": v.description,
+                "lastUpdatedTime": v.to_afd().get("lastUpdatedTime"),
+            }
+            for v in chosen
+        ]
+        return {
+            "detectorId": request.detector_id,
+            "detectorVersionSummaries": summaries,
+            "arn": detector.to_afd().get("arn"),
+            **({"nextToken": token} if token else {}),
+        }
 
     async def get_detector_version(self, request: DetectorVersionRef) -> Output:
         return (

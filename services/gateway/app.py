@@ -23,7 +23,7 @@ from services.gateway.adapters.bootstrap import (
 from services.gateway.adapters.fleet import Fleet
 from services.gateway.adapters.key_store import KeyStore
 from services.gateway.auth import AuthError
-from services.gateway.aws import fraud_detector, kendra, sagemaker
+from services.gateway.aws import fraud_detector, kendra, sagemaker, secrets_manager
 from services.gateway.aws.dispatcher import AwsOperations
 from services.gateway.config import BootstrapSettings, Settings
 from services.gateway.handlers import (
@@ -36,6 +36,7 @@ from services.gateway.handlers import (
     indexes,
     keys,
     models,
+    secrets,
     system,
     tuning,
 )
@@ -48,6 +49,7 @@ def aws_operations() -> AwsOperations:
     fraud_detector.register(operations)
     kendra.register(operations)
     sagemaker.register(operations)
+    secrets_manager.register(operations)
     return operations
 
 
@@ -116,6 +118,7 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.include_router(indexes.router)
     app.include_router(indexes.uploads)
     app.include_router(data_sources.router)
+    app.include_router(secrets.router)
     for router in images.ROUTERS:
         app.include_router(router)
     app.include_router(tuning.router)

@@ -312,11 +312,12 @@ class IndexOperations:
     ]:
         index = await self._index(r.index_id, active=True)
         shard = self.replica.shard(index.id)
-        doc_mask, user, tuning = self._prepare(index, shard, r)
         mode = r.ranking_mode or index.ranking_mode
         vector = None
         if mode != "KEYWORD" and len(shard.vectors):
             vector = (await self.embedder.embed([r.query_text]))[0]
+        # After the await: documents applied while the query was embedded are in the mask too.
+        doc_mask, user, tuning = self._prepare(index, shard, r)
         outcome = shard.search(
             r.query_text,
             vector,
@@ -678,7 +679,7 @@ class IndexOperations:
         if bucket != UPLOAD_BUCKET or not key:
             raise ValidationFailed(
                 f"S3Path must name an upload: Bucket {UPLOAD_BUCKET!r} and the Key returned by "
-                "PUT /v1/indexes/uploads/{name}"
+                "PUT /v1/index-uploads/{name}"
             )
         try:
             result = await self.uploads.get(key)

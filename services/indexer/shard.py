@@ -329,6 +329,9 @@ class IndexShard:
         now: datetime | None = None,
     ) -> SearchOutcome:
         """Rank passages for `text` among documents allowed by `doc_mask`."""
+        if len(doc_mask) < self.table.capacity:
+            # A mask made before the latest documents arrived: those stay out of this search.
+            doc_mask = np.pad(doc_mask, (0, self.table.capacity - len(doc_mask)))
         passage_mask = self._passage_mask(doc_mask)
         keyword: dict[int, float] = {}
         dense: dict[int, float] = {}

@@ -7,7 +7,7 @@ import base64
 import csv
 import io
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -144,6 +144,9 @@ class Jobs:
                         "created_at": j.created_at.isoformat(),
                         "trials": len(j.trials),
                         "stop_reason": j.stop_reason,
+                        "scheduler": j.spec.scheduler.type,
+                        "trial_counts": dict(Counter(t.status for t in j.trials.values())),
+                        "best": JobEngine(j).best(),
                     }
                     for j in jobs
                 ]

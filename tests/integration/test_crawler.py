@@ -466,6 +466,12 @@ async def test_a_scheduled_sync_starts_when_due(nats_url: str, data_dir: Path, u
                     await http.get(history, params={"index_id": index_id}, headers=auth)
                 ).json()["History"]
                 assert len(jobs) == 1
+                aborted = await http.get(
+                    history,
+                    params={"index_id": index_id, "status": "ABORTED", "max_results": 1},
+                    headers=auth,
+                )
+                assert aborted.status_code == 200 and aborted.json()["History"] == []
     for service in (crawler, indexer):
         await service.stop()
     for bus in buses:

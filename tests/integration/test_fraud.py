@@ -406,6 +406,15 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
         detectorVersionId=version_id,
         status="ACTIVE",
     )
+    # AFD's own names: DescribeDetector, and GetDetectors / DeleteDetector by detectorId.
+    detector = await afd("describe_detector", detectorId="registration_detector")
+    assert [
+        (v["detectorVersionId"], v["status"]) for v in detector["detectorVersionSummaries"]
+    ] == [(version_id, "ACTIVE")]
+    listed = await afd("get_detectors", detectorId="registration_detector")
+    assert [d["detectorId"] for d in listed["detectors"]] == ["registration_detector"]
+    code, _, message = await afd.error("delete_detector", detectorId="registration_detector")
+    assert code == "ConflictException" and f"detector version {version_id}" in message
     prediction = await afd(
         "get_event_prediction",
         detectorId="registration_detector",

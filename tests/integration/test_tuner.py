@@ -324,7 +324,10 @@ async def test_rest_and_cli(
                 base_url=url, headers={"Authorization": f"Bearer {credentials.api_key}"}
             ) as http:
                 listed = await http.get("/v1/tuning-jobs")
-                assert name in [j["name"] for j in listed.json()["jobs"]]
+                [row] = [j for j in listed.json()["jobs"] if j["name"] == name]
+                assert (
+                    sum(row["trial_counts"].values()) == 3 and "accuracy" in row["best"]["metrics"]
+                )
                 csv = await http.get(f"/v1/tuning-jobs/{name}/trials.csv")
                 assert (
                     csv.headers["content-type"].startswith("text/csv")

@@ -70,3 +70,17 @@ def test_grouping_totals_and_acl_restricted_counts(tmp_path: Path) -> None:
         tuning=Tuning(),
     )
     assert after.total == 2 and np.all(after.matched_ordinals >= 0)
+
+
+def test_a_mask_made_before_new_documents_arrived_still_searches(tmp_path: Path) -> None:
+    shard = IndexShard(INDEX, tmp_path)
+    shard.put(_doc("first", "Otters hold hands while they sleep."), AT)
+    shard.commit()
+    earlier = shard.table.mask(None)
+    for i in range(64):  # past the table's first capacity, so the old mask is too short
+        shard.put(_doc(f"later-{i}", f"Otters number {i} float on their backs."), AT)
+    shard.commit()
+    found = shard.search(
+        "otters", None, earlier, mode="KEYWORD", group_by_document=True, tuning=Tuning()
+    )
+    assert [shard.document(h.ordinal).document_id for h in found.hits] == ["first"]

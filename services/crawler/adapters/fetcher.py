@@ -1,17 +1,31 @@
-"""HTTP fetching for the crawler: SSRF checks on every hop, size limits while streaming, conditional GETs."""
+"""HTTP fetching for the crawler: SSRF checks on every hop, size limits while streaming, conditional
+GETs, a source's proxy, basic auth per host:port and form-login cookies."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.cookiejar
+import re
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from runtime.errors import ValidationFailed
+from runtime.logs import REDACTED, redact_text
 from services.crawler.domain.networks import AddressRefused, NetworkPolicy, literal_address
+from services.crawler.domain.secrets import Credentials
+from services.crawler.domain.urls import host_key
 
 REDIRECTS = (301, 302, 303, 307, 308)
+MAX_LOGIN_BYTES = 1024 * 1024
+# Shorter secrets are no secret; replacing them everywhere would only garble the message.
+_MIN_SCRUBBED = 4
+_BASIC = re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{4,}", re.I)
 
 
 @dataclass
@@ -41,24 +55,132 @@ class Fetched:
         return None
 
 
+@dataclass(frozen=True)
+class ProxyAccess:
+    """An HTTP proxy and, optionally, the basic credentials it asks for."""
+
+    host: str
+    port: int
+    credentials: Credentials | None = None
+
+    @property
+    def url(self) -> str:  # never with the credentials in it: URLs end up in messages
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a sync adds to its requests: basic credentials per host:port, login cookies."""
+
+    basic: Mapping[str, Credentials] = field(default_factory=dict)  # "host:port" -> credentials
+    cookies: httpx.Cookies | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        return [c.password for c in self.basic.values()]
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """The shared client keeps no cookies: one source's (or sync's) must not reach another."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def basic_header(credentials: Credentials) -> str:
+    token = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(token).decode()
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` without the given secrets, credentials in URLs or basic tokens (for error messages)."""
+    for secret in secrets:
+        if len(secret) >= _MIN_SCRUBBED:
+            text = text.replace(secret, REDACTED)
+    return _BASIC.sub(r"\1" + REDACTED, redact_text(text))
+
+
+def cookies_to_json(cookies: httpx.Cookies) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": c.name,
+            "value": c.value,
+            "domain": c.domain,
+            "domain_specified": c.domain_specified,
+            "domain_initial_dot": c.domain_initial_dot,
+            "path": c.path,
+            "path_specified": c.path_specified,
+            "secure": c.secure,
+            "expires": c.expires,
+            "port": c.port,
+        }
+        for c in cookies.jar
+    ]
+
+
+def cookies_from_json(stored: list[dict[str, Any]]) -> httpx.Cookies:
+    jar = http.cookiejar.CookieJar()
+    for c in stored:
+        jar.set_cookie(
+            http.cookiejar.Cookie(
+                version=0,
+                name=c["name"],
+                value=c["value"],
+                port=c.get("port"),
+                port_specified=c.get("port") is not None,
+                domain=c["domain"],
+                domain_specified=bool(c.get("domain_specified")),
+                domain_initial_dot=bool(c.get("domain_initial_dot")),
+                path=c.get("path") or "/",
+                path_specified=bool(c.get("path_specified")),
+                secure=bool(c.get("secure")),
+                expires=c.get("expires"),
+                discard=False,
+                comment=None,
+                comment_url=None,
+                rest={},
+            )
+        )
+    return httpx.Cookies(jar)
+
+
 class Fetcher:
     def __init__(
         self,
         policy: NetworkPolicy,
         *,
         user_agent: str,
+        proxy: ProxyAccess | None = None,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 30.0,
         max_redirects: int = 5,
     ) -> None:
         self.policy = policy
         self.max_redirects = max_redirects
+        self.proxy = proxy
+        proxy_config = None
+        if proxy is not None:
+            auth = proxy.credentials
+            proxy_config = httpx.Proxy(
+                proxy.url, auth=(auth.username, auth.password) if auth else None
+            )
         self.client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             headers={"User-Agent": user_agent},
             trust_env=False,  # no proxy or netrc from the environment: only what a source sets
+            proxy=proxy_config,
+            cookies=httpx.Cookies(http.cookiejar.CookieJar(policy=_NoCookies())),
         )
+
+    def _secrets(self, access: Access | None) -> list[str]:
+        found = list(access.secrets) if access else []
+        if self.proxy is not None and self.proxy.credentials is not None:
+            found.append(self.proxy.credentials.password)
+        return found
 
     async def _check(self, url: str) -> None:
         parts = urlsplit(url)
@@ -72,6 +194,41 @@ class Fetcher:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         self.policy.check_all(host, [str(info[4][0]) for info in infos])
 
+    async def _refusal(self, url: str) -> Fetched | None:
+        """Why neither `url` nor the proxy may be contacted, or None when both may."""
+        for target, what in ((self.proxy.url if self.proxy else None, "proxy: "), (url, "")):
+            if target is None:
+                continue
+            try:
+                await self._check(target)
+            except AddressRefused as exc:
+                return Fetched(url, error=f"{what}{exc}", refused=True)
+            except OSError as exc:
+                return Fetched(url, error=f"{what}DNS lookup failed: {exc}")
+        return None
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        access: Access | None,
+        data: Mapping[str, str] | None = None,
+        cookies: httpx.Cookies | None = None,
+    ) -> httpx.Request:
+        request = self.client.build_request(method, url, headers=dict(headers), data=data)
+        if access is not None and access.basic:
+            try:
+                credentials = access.basic.get(host_key(url))
+            except ValidationFailed:
+                credentials = None
+            if credentials is not None:  # only to its host:port, so never across a redirect
+                request.headers["Authorization"] = basic_header(credentials)
+        jar = cookies if cookies is not None else (access.cookies if access else None)
+        if jar is not None:
+            jar.set_cookie_header(request)
+        return request
+
     async def get(
         self,
         url: str,
@@ -80,6 +237,7 @@ class Fetcher:
         headers: dict[str, str] | None = None,
         etag: str | None = None,
         last_modified: str | None = None,
+        access: Access | None = None,
     ) -> Fetched:
         request_headers = dict(headers or {})
         if etag:
@@ -88,43 +246,85 @@ class Fetcher:
             request_headers["If-Modified-Since"] = last_modified
         current = url
         for _ in range(self.max_redirects + 1):
+            refused = await self._refusal(current)
+            if refused is not None:
+                return refused
+            response: httpx.Response | None = None
             try:
-                await self._check(current)
-            except AddressRefused as exc:
-                return Fetched(current, error=str(exc), refused=True)
-            except OSError as exc:
-                return Fetched(current, error=f"DNS lookup failed: {exc}")
-            try:
-                async with self.client.stream("GET", current, headers=request_headers) as response:
-                    if response.status_code in REDIRECTS and "location" in response.headers:
-                        current = urljoin(current, response.headers["location"])
-                        if urlsplit(current).scheme not in ("http", "https"):
-                            return Fetched(current, error="redirect to a non-HTTP URL")
-                        continue
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        return Fetched(
-                            current, response.status_code, error="too large", too_large=True
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            # Abandoned while streaming: the rest is never downloaded.
-                            return Fetched(
-                                current, response.status_code, error="too large", too_large=True
-                            )
-                        chunks.append(chunk)
-                    return Fetched(
-                        current,
-                        response.status_code,
-                        {k.lower(): v for k, v in response.headers.items()},
-                        b"".join(chunks),
-                    )
+                request = self._request("GET", current, request_headers, access)
+                response = await self.client.send(request, stream=True)
+                if response.status_code in REDIRECTS and "location" in response.headers:
+                    current = urljoin(current, response.headers["location"])
+                    if urlsplit(current).scheme not in ("http", "https"):
+                        return Fetched(current, error="redirect to a non-HTTP URL")
+                    continue
+                return await self._read(current, response, max_bytes)
             except httpx.HTTPError as exc:
-                return Fetched(current, error=f"{type(exc).__name__}: {exc}")
+                message = scrub(f"{type(exc).__name__}: {exc}", self._secrets(access))
+                return Fetched(current, error=message)
+            finally:
+                if response is not None:
+                    await response.aclose()
         return Fetched(current, error=f"more than {self.max_redirects} redirects")
+
+    @staticmethod
+    async def _read(url: str, response: httpx.Response, max_bytes: int) -> Fetched:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            return Fetched(url, response.status_code, error="too large", too_large=True)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                # Abandoned while streaming: the rest is never downloaded.
+                return Fetched(url, response.status_code, error="too large", too_large=True)
+            chunks.append(chunk)
+        return Fetched(
+            url,
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            b"".join(chunks),
+        )
+
+    async def login(
+        self,
+        url: str,
+        fields: Mapping[str, str],
+        *,
+        access: Access | None = None,
+        secrets: Iterable[str] = (),
+    ) -> tuple[Fetched, httpx.Cookies]:
+        """POST a login form (urlencoded) and follow its redirects; the cookies set on the way."""
+        jar = httpx.Cookies()
+        hidden = [*self._secrets(access), *secrets]
+        method, data = "POST", dict(fields)
+        current = url
+        for _ in range(self.max_redirects + 1):
+            refused = await self._refusal(current)
+            if refused is not None:
+                return refused, jar
+            response: httpx.Response | None = None
+            try:
+                request = self._request(
+                    method, current, {}, access, data if method == "POST" else None, cookies=jar
+                )
+                response = await self.client.send(request, stream=True)
+                jar.extract_cookies(response)
+                if response.status_code in REDIRECTS and "location" in response.headers:
+                    current = urljoin(current, response.headers["location"])
+                    if urlsplit(current).scheme not in ("http", "https"):
+                        return Fetched(current, error="redirect to a non-HTTP URL"), jar
+                    if response.status_code not in (307, 308):
+                        method = "GET"  # as browsers do after a form post
+                    continue
+                return await self._read(current, response, MAX_LOGIN_BYTES), jar
+            except httpx.HTTPError as exc:
+                return Fetched(current, error=scrub(f"{type(exc).__name__}: {exc}", hidden)), jar
+            finally:
+                if response is not None:
+                    await response.aclose()
+        return Fetched(current, error=f"more than {self.max_redirects} redirects"), jar
 
     async def close(self) -> None:
         await self.client.aclose()

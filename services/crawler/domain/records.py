@@ -1,9 +1,9 @@
-"""Stored crawler state: data sources, sync jobs and what each source indexed per URL."""
+"""Stored crawler state: data sources, sync jobs, what each source indexed per URL, login sessions."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -77,3 +77,12 @@ class KnownPage(BaseModel):
     etag: str | None = None
     last_modified: str | None = None
     last_sync: str
+
+
+class LoginSession(BaseModel):
+    """A sync's form-login session, shared by every replica (stored sealed, one per sync)."""
+
+    status: Literal["pending", "ready", "failed"]
+    started_at: float  # epoch seconds: a pending login older than the login timeout is retaken
+    cookies: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None

@@ -18,6 +18,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 EVENT_TIMESTAMP = "EVENT_TIMESTAMP"
+# The label itself (and its bookkeeping) concentrates fraud by definition: never a finding.
+NOT_VARIABLES = frozenset({EVENT_TIMESTAMP, "EVENT_ID", "EVENT_LABEL", "LABEL_TIMESTAMP"})
 _SEVERITY_ORDER = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
 
 
@@ -506,7 +508,7 @@ def _check_categories(
         if raw_events.height != len(y_all):
             raise ValueError("raw_events must have one row per labeled event (train then holdout)")
         for name, dtype in raw_events.schema.items():
-            if name == EVENT_TIMESTAMP or dtype not in (pl.Utf8, pl.Categorical):
+            if name in NOT_VARIABLES or dtype not in (pl.Utf8, pl.Categorical):
                 continue
             found = _concentration(raw_events[name].cast(pl.Utf8).to_numpy(), y_all, limits)
             covered.add(name)

@@ -21,6 +21,7 @@ R = TypeVar("R", bound=Message)
 FRAUD_DETECTOR = "AWSHawksNestServiceFacade"
 KENDRA = "AWSKendraFrontendService"
 SAGEMAKER = "SageMaker"
+SECRETS_MANAGER = "secretsmanager"
 
 _READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "Query", "Retrieve")
 

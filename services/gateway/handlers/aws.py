@@ -40,7 +40,9 @@ def _error_response(err: errors.AwsError, request_id: str) -> Response:
 
 
 @router.post(
-    "/", summary="AWS JSON 1.1 API (Fraud Detector, Kendra, SageMaker): dispatch on X-Amz-Target"
+    "/",
+    summary="AWS JSON 1.1 API (Fraud Detector, Kendra, SageMaker, Secrets Manager): "
+    "dispatch on X-Amz-Target",
 )
 async def aws_endpoint(request: Request) -> Response:
     request_id = str(uuid.uuid4())

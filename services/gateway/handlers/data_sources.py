@@ -72,6 +72,20 @@ async def stop_sync(
 
 @router.get("/{source_id}/sync-jobs", summary="Sync history with metrics and errors")
 async def history(
-    source_id: str, request: Request, _: ReadCrawler, index_id: str
+    source_id: str,
+    request: Request,
+    _: ReadCrawler,
+    index_id: str,
+    next_token: str | None = None,
+    max_results: int | None = None,
+    status: str | None = None,
 ) -> dict[str, Any]:
-    return await _call(request, "ListDataSourceSyncJobs", {"Id": source_id, "IndexId": index_id})
+    body: dict[str, Any] = {"Id": source_id, "IndexId": index_id}
+    for name, value in (
+        ("NextToken", next_token),
+        ("MaxResults", max_results),
+        ("StatusFilter", status),
+    ):
+        if value is not None:
+            body[name] = value
+    return await _call(request, "ListDataSourceSyncJobs", body)
