@@ -122,7 +122,7 @@ async def up(args: argparse.Namespace) -> int:
         if not stop.is_set():
             stopper.cancel()
             if waiter.result():
-                say(f"Trellis is ready at {url}  (API docs: {url}/docs)")
+                say(f"Trellis is ready at {url}  (console: {url}/console/, API docs: {url}/docs)")
             else:
                 say(f"not ready after {args.ready_timeout:.0f}s; see {url}/readyz and the logs")
             say(

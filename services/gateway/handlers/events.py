@@ -104,9 +104,10 @@ async def _stream(
     state.event_streams = getattr(state, "event_streams", 0) + 1
     watcher = None
     try:
-        yield b"retry: 2000\n\n" + sse("ready", {})
         if kv is not None:
             watcher = await kv.watch(topic.keys(argument), include_history=False)
+        # Only once the watch exists: a page that reads its data on `ready` misses no change.
+        yield b"retry: 2000\n\n" + sse("ready", {})
         loop = asyncio.get_running_loop()
         ends = loop.time() + STREAM_LIFETIME_S
         initial = True

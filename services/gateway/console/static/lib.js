@@ -26,13 +26,14 @@ export async function api(method, path, body, { raw = false, headers = {} } = {}
     location.assign(`/console/login?next=${encodeURIComponent(location.hash)}`);
     throw new ApiError(401, "signed out");
   }
+  if (raw && response.ok) return response; // the caller reads (or streams) the body itself
   const type = response.headers.get("content-type") || "";
   const parsed = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
     const detail = (parsed && (parsed.detail || parsed.message)) || `HTTP ${response.status}`;
     throw new ApiError(response.status, detail, parsed);
   }
-  return raw ? response : parsed;
+  return parsed;
 }
 
 // An Amazon Fraud Detector operation through the REST mapping (/v1/fraud/{Operation}).
