@@ -226,7 +226,7 @@ def _index_events() -> list[EventDoc]:
             subjects.INDEX_INDEX_DROPPED,
             index.IndexDropped,
             documents,
-            "An index was deleted: replicas drop its content.",
+            "An index was deleted: replicas drop its content, the crawler its data sources.",
         ),
         EventDoc(subjects.INDEX_QUERY_LOGGED, index.QueryLogged, activity, "A query was answered."),
         EventDoc(

@@ -85,6 +85,11 @@ CRAWL_FRONTIER_CONSUMER = ConsumerSpec(
     ack_wait_s=120.0,
     max_ack_pending=256,
 )
+CRAWL_INDEX_DROPS_CONSUMER = ConsumerSpec(
+    stream="DOCUMENTS",
+    durable="crawler-index-drops",
+    filter_subject=subjects.INDEX_INDEX_DROPPED,
+)
 CRAWL_SOURCES = BucketSpec(
     name="crawl_sources",
     description="Data sources (source.<id>) and their sync jobs (job.<source>.<sync>).",

@@ -7,6 +7,7 @@ from pathlib import Path
 from contracts import subjects, topology
 from contracts.crawl import CRAWL_OPERATIONS, SECRET_OPERATIONS, CrawlResult, FrontierUrl
 from contracts.envelope import EnvelopeMeta, Message
+from contracts.index import IndexDropped
 from runtime.bus import Bus, RequestHandler
 from runtime.kv import ResourceStore
 from runtime.sealing import load_or_create_fernet
@@ -87,6 +88,7 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         concurrency=settings.concurrency,
         batch=settings.concurrency,
     )
+    service.consume(topology.CRAWL_INDEX_DROPS_CONSUMER, IndexDropped, engine.on_index_dropped)
     service.background(
         lambda: engine.schedule_loop(settings.schedule_check_s, settings.stall_after_s)
     )

@@ -20,7 +20,13 @@ from nats.js.kv import KeyValue
 from contracts import subjects, topology
 from contracts.crawl import FrontierUrl
 from contracts.envelope import EnvelopeMeta
-from contracts.index import DocumentAdded, DocumentDeleted, DocumentModified, SourceDocument
+from contracts.index import (
+    DocumentAdded,
+    DocumentDeleted,
+    DocumentModified,
+    IndexDropped,
+    SourceDocument,
+)
 from documents.extract import ExtractedDocument
 from documents.formats import extract_for
 from runtime.bus import Bus
@@ -39,6 +45,7 @@ from services.crawler.adapters.secret_store import SecretStore
 from services.crawler.domain.networks import NetworkPolicy
 from services.crawler.domain.politeness import Politeness
 from services.crawler.domain.records import (
+    DELETING,
     MAX_ERRORS,
     DataSourceRecord,
     KnownPage,
@@ -145,10 +152,13 @@ class CrawlEngine:
                 raise ValidationFailed(
                     f"data source {source.id} is already syncing ({existing.id})"
                 )
+        if source.status == DELETING:
+            raise ValidationFailed(f"data source {source.id} is being deleted")
         job = SyncJob(
             id=uuid.uuid4().hex,
             source_id=source.id,
             index_id=source.index_id,
+            source_updated_at=source.updated_at,
             mode=mode,
             started_at=datetime.now(UTC),
             updated_at=datetime.now(UTC),
@@ -201,6 +211,8 @@ class CrawlEngine:
             source: DataSourceRecord = await self._source_cache.get(
                 item.source_id, lambda: self._source(item.source_id)
             )
+            if job.source_updated_at is not None and source.updated_at < job.source_updated_at:
+                source = await self._source(item.source_id)  # saved just before the sync began
         except NotFound:
             return  # the source or its job was deleted: drop what is left of its frontier
         if job.status != SyncStatus.SYNCING:
@@ -248,6 +260,12 @@ class CrawlEngine:
                 await self._emit(job, link, depth, kind)
         await self._record(key, outcome, item.url)
 
+    async def _still_syncing(self, job: SyncJob) -> None:
+        key = f"{job.source_id}.{job.id}"
+        current: SyncJob = await self._job_cache.get(key, lambda: self._job(key))
+        if current.status != SyncStatus.SYNCING:
+            raise SyncStopped(job.id)
+
     async def _job(self, key: str) -> SyncJob:
         return (await self.jobs.get(key)).value
 
@@ -294,10 +312,7 @@ class CrawlEngine:
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
-        key = f"{job.source_id}.{job.id}"
-        current: SyncJob = await self._job_cache.get(key, lambda: self._job(key))
-        if current.status != SyncStatus.SYNCING:
-            raise SyncStopped(job.id)  # stopped while this URL waited for its turn
+        await self._still_syncing(job)  # stopped while this URL waited for its turn
         conditional = known is not None and job.mode == "FULL_CRAWL"
         return await self._fetch(
             job,
@@ -601,6 +616,7 @@ class CrawlEngine:
         known: KnownPage | None,
         counters: Counter[str],
     ) -> None:
+        await self._still_syncing(job)  # stopped while this page was fetched: not indexed
         digest = hashlib.sha256(extracted.text.encode()).hexdigest()
         try:
             # Identical main text under another URL in this sync: indexed once.
@@ -766,8 +782,52 @@ class CrawlEngine:
             try:
                 await self.run_due_schedules(datetime.now(UTC))
                 await self.finish_stalled(datetime.now(UTC), stall_after_s)
+                await self.purge_deleted()
             except Exception:  # a bad source must not stop the others' schedules
                 log.exception("scheduled syncs could not be started")
+
+    async def purge_deleted(self) -> list[str]:
+        """Finish deleting the sources marked DELETING (a replica may have died mid-way)."""
+        purged = []
+        for stored in await self.sources.list():
+            if stored.value.status == DELETING:
+                await self.purge(stored.value)
+                purged.append(stored.value.id)
+        return purged
+
+    async def on_index_dropped(self, event: IndexDropped, _: EnvelopeMeta) -> None:
+        """DeleteIndex takes the index's data sources with it, as in Kendra."""
+        for stored in await self.sources.list():
+            source = stored.value
+            if source.index_id != event.index_id:
+                continue
+            if any(
+                j.status in (SyncStatus.SYNCING, SyncStatus.SYNCING_INDEXING)
+                for j in await self.jobs_of(source.id)
+            ):
+                await self.stop(source.id)
+            # The index and its documents are gone already: nothing to withdraw.
+            await self.purge(source, withdraw_documents=False)
+
+    async def purge(self, source: DataSourceRecord, *, withdraw_documents: bool = True) -> None:
+        """As Kendra does: a deleted source's documents leave the index, then the source goes."""
+        for entry in await scan(self.pages, f"{source.id}.>"):
+            page = KnownPage.model_validate_json(entry.value)
+            if withdraw_documents:
+                await self.bus.emit(
+                    subjects.CRAWL_DOCUMENT_DELETED,
+                    DocumentDeleted(
+                        index_id=source.index_id, document_id=page.url, data_source_id=source.id
+                    ),
+                )
+            await self.pages.delete(entry.key)
+        for job in await self.jobs_of(source.id):
+            with contextlib.suppress(NotFound):
+                await self.jobs.delete(f"{source.id}.{job.id}")
+        with contextlib.suppress(NotFound):
+            await self.sources.delete(source.id)
+        self._source_cache.clear()
+        log.info("data source %s deleted with its documents", source.id)
 
     async def finish_stalled(self, now: datetime, stall_after_s: float) -> list[str]:
         """Finish syncs whose counts never met although the frontier is empty.
@@ -799,7 +859,7 @@ class CrawlEngine:
         started = []
         for stored in await self.sources.list():
             source = stored.value
-            if not source.schedule:
+            if not source.schedule or source.status == DELETING:
                 continue
             jobs = await self.jobs_of(source.id)
             last = max((j.started_at for j in jobs), default=source.created_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
 from services.crawler.adapters.secret_store import SecretStore
-from services.crawler.domain.records import DataSourceRecord
+from services.crawler.domain.records import DELETING, DataSourceRecord
 from services.crawler.domain.settings import parse_web_crawler, with_credentials
 from services.crawler.domain.sync import parse_schedule
 from services.crawler.engine import CrawlEngine
@@ -41,6 +42,7 @@ class CrawlerOperations:
         self.sources = sources
         self.engine = engine
         self.secrets = secrets
+        self._purges: set[asyncio.Task[None]] = set()
 
     async def _source(self, source_id: str, index_id: str) -> DataSourceRecord:
         try:
@@ -160,7 +162,15 @@ class CrawlerOperations:
         for job in await self.engine.jobs_of(r.id):
             if job.status.value in ("SYNCING", "SYNCING_INDEXING"):
                 await self.engine.stop(r.id)
-        await self.sources.delete(r.id)
+        marked = await self.sources.mutate(
+            r.id,
+            lambda s: s.model_copy(update={"status": DELETING, "updated_at": datetime.now(UTC)}),
+        )
+        # Its documents leave the index in the background (Kendra's DELETING status); if this
+        # replica dies first, the schedule loop of any replica finishes the job.
+        task = asyncio.create_task(self.engine.purge(marked.value))
+        self._purges.add(task)
+        task.add_done_callback(self._purges.discard)
         return {}
 
     async def list_data_sources(self, r: ListDataSources) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from contracts.crawl import CreateSecret, DeleteSecret, DescribeSecret, ListSecr
 from runtime.errors import Conflict, ValidationFailed
 from runtime.kv import ResourceStore
 from services.crawler.adapters.secret_store import SecretStore
-from services.crawler.domain.records import DataSourceRecord
+from services.crawler.domain.records import DELETING, DataSourceRecord
 from services.crawler.domain.secrets import SecretRecord
 from services.crawler.domain.settings import credential_references
 
@@ -25,9 +25,11 @@ class SecretOperations:
         self.sources = sources
 
     async def users(self, name: str) -> list[DataSourceRecord]:
-        """The data sources whose configuration references secret `name`."""
+        """The data sources whose configuration references secret `name` (not those being deleted)."""
         found = []
         for stored in await self.sources.list():
+            if stored.value.status == DELETING:
+                continue  # it syncs no more: its purge needs no credentials
             for reference in credential_references(stored.value.configuration):
                 try:
                     if self.secrets.name_of(reference) == name:

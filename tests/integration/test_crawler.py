@@ -291,6 +291,17 @@ async def test_sync_indexes_the_site_then_recrawls_incrementally(stack: Stack, u
     assert third["Status"] == "FAILED" and "nothing was deleted" in third["ErrorMessage"]
     await stack.settle(index_id, 17)
     assert await stack.keyword(index_id, "owls filler number 1")  # still there
+
+    # Deleting the source takes its documents out of the index, as Kendra does.
+    await stack.call("delete_data_source", Id=source_id, IndexId=index_id)
+    await stack.settle(index_id, 0)
+    for _ in range(100):
+        listed = await stack.call("list_data_sources", IndexId=index_id)
+        if not listed["SummaryItems"]:
+            break
+        assert listed["SummaryItems"][0]["Status"] == "DELETING"
+        await asyncio.sleep(0.05)
+    assert listed["SummaryItems"] == []
     await stack.drop(index_id)
 
 
@@ -472,6 +483,19 @@ async def test_a_scheduled_sync_starts_when_due(nats_url: str, data_dir: Path, u
                     headers=auth,
                 )
                 assert aborted.status_code == 200 and aborted.json()["History"] == []
+                # Deleting the index deletes its data sources too.
+                dropped = await http.delete(f"/v1/indexes/{index_id}", headers=auth)
+                assert dropped.status_code == 200, dropped.text
+                for _ in range(100):
+                    described = await http.get(
+                        f"/v1/data-sources/{source_id}",
+                        params={"index_id": index_id},
+                        headers=auth,
+                    )
+                    if described.status_code == 404:
+                        break
+                    await asyncio.sleep(0.05)
+                assert described.status_code == 404, described.text
     for service in (crawler, indexer):
         await service.stop()
     for bus in buses:

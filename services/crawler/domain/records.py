@@ -29,6 +29,9 @@ class DataSourceRecord(BaseModel):
     tags: list[dict[str, str]] = Field(default_factory=list)
 
 
+DELETING = "DELETING"  # a data source whose documents are being removed before it goes
+
+
 class SyncError(BaseModel):
     url: str
     message: str
@@ -48,6 +51,9 @@ class SyncJob(BaseModel):
     metrics: dict[str, int] = Field(default_factory=lambda: dict(vars(SyncMetrics())))
     errors: list[SyncError] = Field(default_factory=list)
     error_message: str | None = None
+    # The source's settings as they were when the sync started: a replica whose cached copy
+    # is older reads them again.
+    source_updated_at: datetime | None = None
 
     def kendra(self) -> dict[str, Any]:
         metrics = SyncMetrics(**self.metrics)

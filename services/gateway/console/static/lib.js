@@ -126,6 +126,30 @@ export function throttle(fn, ms = 300) {
   };
 }
 
+// One run of `fn` at a time; calls made meanwhile become one more run after it, so a burst of
+// live events never lets an older read overwrite a newer one.
+export function serial(fn) {
+  let running = null;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await fn();
+        } while (again);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  };
+}
+
 // A table from column specs [{label, value: row => text|Node, class?}] and rows.
 export function table(columns, rows, { caption, empty = "Nothing yet." } = {}) {
   if (!rows.length) return h("p", { class: "empty" }, empty);

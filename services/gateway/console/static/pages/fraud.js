@@ -4,6 +4,7 @@
 //   #/fraud/detector/<detectorId>                    versions, rules, rule tester, backtest
 
 import {
+  serial,
   ApiError, act, badge, bars, chart, errorBox, field, formatNumber, formatTime, fraud, h, live,
   onLeave, show, table, throttle,
 } from "../lib.js";
@@ -35,28 +36,6 @@ async function listAll(operation, body, key) {
   return items;
 }
 
-// One run of `fn` at a time; calls meanwhile make one more run after it (never a stale overwrite).
-function serialized(fn) {
-  let running = null;
-  let again = false;
-  return () => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await fn();
-        } while (again);
-      } finally {
-        running = null;
-      }
-    })();
-    return running;
-  };
-}
 
 // A live refresh: bursts of change events become one re-read (serialized) at most every `ms`.
 function liveRefresh(run, onError, ms = 1000) {
@@ -172,7 +151,7 @@ async function overviewPage(root) {
     h("h2", {}, "Batch imports"), parts.imports,
   );
   const forms = new Map(); // modelId -> its training form (kept across live refreshes)
-  const refresh = serialized(async () => {
+  const refresh = serial(async () => {
     const data = await loadOverview();
     show(problems);
     show(stats,
@@ -438,7 +417,7 @@ async function modelVersionPage(root, [modelId, second, third]) {
   }
   let threshold = 500;
   let lastShown = "";
-  const refresh = serialized(async () => {
+  const refresh = serial(async () => {
     let version;
     try {
       [version] = (await fraud("DescribeModelVersions", { modelId, modelType, modelVersionNumber: number })).modelVersionDetails || [];
@@ -800,7 +779,7 @@ async function detectorPage(root, detectorId) {
   root.append(h("h2", {}, "Rule tester"), tester.element, h("h2", {}, "Backtest"), backtest.element);
 
   let probe = true;
-  const refresh = serialized(async () => {
+  const refresh = serial(async () => {
     const [versions, rules] = await Promise.all([
       detectorVersions(detectorId, known, probe),
       listAll("GetRules", { detectorId }, "ruleDetails"),

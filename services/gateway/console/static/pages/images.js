@@ -2,6 +2,7 @@
 // found in each version, app image configs, and domains with their attached images and launcher.
 
 import {
+  serial,
   act, api, ApiError, badge, errorBox, field, formatNumber, formatTime, h, live, onLeave, show, table, throttle,
 } from "../lib.js";
 
@@ -28,28 +29,6 @@ export async function render(root, params) {
 
 // -- helpers this page needs beyond lib.js -----------------------------------------------------
 
-// Runs `fn` one call at a time; calls made meanwhile become one more run afterwards.
-function serial(fn) {
-  let running = null;
-  let again = false;
-  return async () => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await fn();
-        } while (again);
-      } finally {
-        running = null;
-      }
-    })();
-    return running;
-  };
-}
 
 // Like lib.table, with attributes per row (ids for tests).
 function rowTable(columns, rows, { caption, empty, rowAttrs = () => ({}) }) {

@@ -2,6 +2,7 @@
 // live trial table, best-so-far chart and (multi-objective) Pareto front, with a Stop button.
 
 import {
+  serial,
   act, api, badge, chart, color, errorBox, formatNumber, formatTime, h, live, show, throttle,
 } from "../lib.js";
 
@@ -20,29 +21,6 @@ export async function render(root, params) {
 
 // -- helpers this page needs beyond lib.js -----------------------------------------------------
 
-// Runs `fn` one call at a time; calls made meanwhile become one more run afterwards.
-function serial(fn) {
-  let running = null;
-  let again = false;
-  const run = async () => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await fn();
-        } while (again);
-      } finally {
-        running = null;
-      }
-    })();
-    return running;
-  };
-  return run;
-}
 
 // Like lib.table, with attributes per row (ids for tests, a class for the best trial).
 function rowTable(columns, rows, { caption, empty, rowAttrs = () => ({}) }) {
