@@ -24,7 +24,7 @@ help:
 	@echo "make bench      run the benchmarks (figures go to docs/benchmarks.md)"
 	@echo "make up / down  the docker compose stack"
 	@echo "make contracts  regenerate JSON Schema snapshots and the AsyncAPI document"
-	@echo "make screenshots  run the console's browser tests, saving docs/screenshots/"
+	@echo "make screenshots  run only the console's browser tests (they save docs/screenshots/)"
 	@echo "make lint       ruff and mypy"
 
 install: $(STAMP)
@@ -63,7 +63,7 @@ contracts: $(STAMP)
 	$(BIN)/python -m contracts.export
 
 screenshots: $(STAMP)
-	TRELLIS_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/e2e/test_console.py
+	$(BIN)/pytest -q tests/e2e/test_console.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bus

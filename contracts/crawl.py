@@ -167,3 +167,5 @@ class FrontierUrl(Message):
     depth: int = Field(ge=0, le=10)
     kind: Literal["page", "sitemap"] = "page"
     queued_at: datetime | None = None
+    # The page's <lastmod> in the sitemap that listed it: a recrawl skips it if not newer.
+    lastmod: datetime | None = None

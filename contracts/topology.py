@@ -97,7 +97,10 @@ CRAWL_SOURCES = BucketSpec(
 )
 CRAWL_PAGES = BucketSpec(
     name="crawl_pages",
-    description="What each source indexed per URL: content hash, ETag, Last-Modified, last sync.",
+    description=(
+        "What each source indexed per URL: content hash, ETag, Last-Modified, fetch time, "
+        "the links to follow without refetching, last sync."
+    ),
 )
 CRAWL_SEEN = BucketSpec(
     name="crawl_seen",

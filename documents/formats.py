@@ -10,9 +10,10 @@ from documents.extract import (
     extract_markdown,
     extract_plain_text,
 )
+from documents.pdf import extract_pdf
 from runtime.errors import ValidationFailed
 
-SUPPORTED = ("PLAIN_TEXT", "HTML", "MD", "CSV", "JSON")
+SUPPORTED = ("PLAIN_TEXT", "HTML", "MD", "CSV", "JSON", "PDF")
 
 
 def plain(text: str, title: str = "") -> ExtractedDocument:
@@ -20,7 +21,10 @@ def plain(text: str, title: str = "") -> ExtractedDocument:
 
 
 def extract_for(content_type: str, data: bytes, *, base_url: str = "") -> ExtractedDocument:
-    """Extract text, title and headings; unsupported types and unreadable bodies raise ValidationFailed."""
+    """Extract text, title and headings; unsupported types and unreadable bodies raise ValidationFailed.
+
+    `base_url` resolves an HTML page's links, and names a PDF without a title in its metadata.
+    """
     try:
         if content_type == "PLAIN_TEXT":
             return extract_plain_text(data)
@@ -32,6 +36,8 @@ def extract_for(content_type: str, data: bytes, *, base_url: str = "") -> Extrac
             return extract_csv(data)
         if content_type == "JSON":
             return extract_json(data)
+        if content_type == "PDF":
+            return extract_pdf(data, name=base_url)
     except ValueError as exc:
         raise ValidationFailed(f"the {content_type} document is unreadable: {exc}") from None
     raise ValidationFailed(

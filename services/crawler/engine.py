@@ -55,8 +55,8 @@ from services.crawler.domain.records import (
 )
 from services.crawler.domain.robots import RobotsRules, parse_robots, robots_for_status
 from services.crawler.domain.secrets import Credentials
-from services.crawler.domain.settings import CrawlSettings, parse_web_crawler
-from services.crawler.domain.sitemaps import parse_sitemap
+from services.crawler.domain.settings import CrawlSettings, parse_data_source
+from services.crawler.domain.sitemaps import lastmod_bound, parse_sitemap
 from services.crawler.domain.sync import (
     SyncStatus,
     deletions_allowed,
@@ -74,8 +74,14 @@ CONTENT_TYPES = {
     "text/x-markdown": "MD",
     "application/json": "JSON",
     "text/csv": "CSV",
+    "application/pdf": "PDF",
+    "application/x-pdf": "PDF",
 }
+# Servers that do not know a file's type send one of these: the body's signature decides.
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 DELETION_THRESHOLD = 0.15
+# A page's stored links stay well inside a NATS message; a page with more is always refetched.
+MAX_STORED_LINK_CHARACTERS = 256 * 1024
 # A login still pending after this long was left by a replica that died: another one retakes it.
 LOGIN_STALE_S = 90.0
 LOGIN_WAIT_S = 120.0
@@ -102,6 +108,7 @@ class Outcome:
     error: str | None = None
     sitemaps: list[str] = field(default_factory=list)  # from sitemap indexes and robots.txt
     from_sitemap: bool = False  # a sitemap's pages count as entry points (depth 1)
+    lastmods: dict[str, datetime] = field(default_factory=dict)  # a sitemap's page -> lastmod
 
 
 class CrawlEngine:
@@ -146,7 +153,7 @@ class CrawlEngine:
     # -- starting ----------------------------------------------------------------------------
 
     async def start(self, source: DataSourceRecord, mode: str) -> SyncJob:
-        settings = parse_web_crawler(source.configuration)
+        settings = parse_data_source(source.type, source.configuration)
         for existing in await self.jobs_of(source.id):
             if existing.status in (SyncStatus.SYNCING, SyncStatus.SYNCING_INDEXING):
                 raise ValidationFailed(
@@ -189,7 +196,9 @@ class CrawlEngine:
             return False
         return True
 
-    async def _emit(self, job: SyncJob, url: str, depth: int, kind: str) -> None:
+    async def _emit(
+        self, job: SyncJob, url: str, depth: int, kind: str, lastmod: datetime | None = None
+    ) -> None:
         await self.bus.emit(
             subjects.CRAWL_FRONTIER_QUEUED,
             FrontierUrl(
@@ -199,6 +208,7 @@ class CrawlEngine:
                 depth=depth,
                 kind="sitemap" if kind == "sitemap" else "page",
                 queued_at=datetime.now(UTC),
+                lastmod=lastmod,
             ),
         )
 
@@ -218,7 +228,7 @@ class CrawlEngine:
         if job.status != SyncStatus.SYNCING:
             self._forget(job.id)
             return  # stopped or finished: the rest of its frontier is dropped
-        settings = parse_web_crawler(source.configuration)
+        settings = parse_data_source(source.type, source.configuration)
         try:
             outcome = await self._process(item, job, source, settings)
         except SyncStopped:
@@ -257,7 +267,8 @@ class CrawlEngine:
                 attempts=50,
             )
             for link, depth, kind in fresh:
-                await self._emit(job, link, depth, kind)
+                lastmod = outcome.lastmods.get(link) if kind == "page" else None
+                await self._emit(job, link, depth, kind, lastmod)
         await self._record(key, outcome, item.url)
 
     async def _still_syncing(self, job: SyncJob) -> None:
@@ -298,30 +309,30 @@ class CrawlEngine:
     def _politeness_of(self, job: SyncJob, settings: CrawlSettings) -> Politeness:
         politeness = self._politeness.get(job.id)
         if politeness is None:
-            politeness = Politeness(max(settings.urls_per_minute, 1))
+            politeness = Politeness(settings.urls_per_minute)
             self._politeness[job.id] = politeness
         return politeness
 
     async def _polite_get(
         self, job: SyncJob, settings: CrawlSettings, url: str, known: KnownPage | None
     ) -> Fetched:
+        """GET `url` when the host's politeness allows; conditional on `known`'s validators."""
         politeness = self._politeness_of(job, settings)
         host = host_key(url)
-        while settings.urls_per_minute > 0:
+        while True:  # without a rate limit, a robots.txt Crawl-delay alone spaces the fetches
             wait = politeness.acquire(host, time.monotonic())
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
         await self._still_syncing(job)  # stopped while this URL waited for its turn
-        conditional = known is not None and job.mode == "FULL_CRAWL"
         return await self._fetch(
             job,
             settings,
             url,
             max_bytes=settings.max_bytes,
             headers=dict(settings.headers),
-            etag=known.etag if conditional and known else None,
-            last_modified=known.last_modified if conditional and known else None,
+            etag=known.etag if known else None,
+            last_modified=known.last_modified if known else None,
         )
 
     # -- credentials, proxy and login --------------------------------------------------------
@@ -526,8 +537,9 @@ class CrawlEngine:
                 return Outcome(counters, [])
         first_visit = (job.id, host_key(url)) not in self._robots
         robots = await self._robots_for(settings, url, job)
+        tracking = settings.tracking_parameters
         robots_sitemaps = (
-            [u for u in (normalize_url(x) for x in robots.sitemaps) if u]
+            [u for u in (normalize_url(x, tracking=tracking) for x in robots.sitemaps) if u]
             if first_visit and isinstance(robots, RobotsRules)
             else []
         )
@@ -553,7 +565,20 @@ class CrawlEngine:
             counters["skipped_robots"] += 1
             return Outcome(counters, [])
         known = await self._known(source.id, url)
-        fetched = await self._polite_get(job, settings, url, known)
+        reusable = known is not None and job.mode == "FULL_CRAWL" and _reusable(known, source)
+        if (
+            reusable
+            and known is not None
+            and known.fetched_at is not None
+            and item.kind == "page"
+            and item.lastmod is not None
+            and item.lastmod <= known.fetched_at
+            and filters.may_index(url)
+        ):
+            # The sitemap says the page has not changed since it was fetched: no request.
+            return await self._unchanged(job, source, known, known.fetched_at, counters)
+        fetched_at = datetime.now(UTC)
+        fetched = await self._polite_get(job, settings, url, known if reusable else None)
         counters["scanned"] += 1
         if fetched.too_large:
             counters["skipped_size"] += 1
@@ -562,20 +587,27 @@ class CrawlEngine:
             counters["failed"] += 1
             return Outcome(counters, [], fetched.error)
         if item.kind == "sitemap":
-            return self._sitemap(fetched, counters)
+            return self._sitemap(fetched, counters, settings)
         if fetched.status == 304 and known is not None:
-            counters["unchanged"] += 1
-            await self._remember(source.id, known.model_copy(update={"last_sync": job.id}))
-            return Outcome(counters, [])
+            return await self._unchanged(job, source, known, fetched_at, counters)
         if not fetched.ok:
             counters["failed"] += 1
             return Outcome(counters, [], f"HTTP {fetched.status}")
-        content_type = CONTENT_TYPES.get(fetched.content_type)
+        content_type = _content_type(fetched)
         if content_type is None:
             counters["skipped_pattern"] += 1
             return Outcome(counters, [], f"unsupported content type {fetched.content_type!r}")
+        if content_type != "HTML" and not settings.crawl_attachments:
+            counters["skipped_pattern"] += 1
+            return Outcome(counters, [])
         try:
-            extracted = extract_for(content_type, fetched.body, base_url=fetched.url)
+            if content_type == "PDF":
+                # Seconds of CPU for a large file: the bus connection's loop must keep running.
+                extracted = await asyncio.to_thread(
+                    extract_for, content_type, fetched.body, base_url=fetched.url
+                )
+            else:
+                extracted = extract_for(content_type, fetched.body, base_url=fetched.url)
         except ValidationFailed as exc:
             counters["failed"] += 1
             return Outcome(counters, [], exc.message)
@@ -583,8 +615,53 @@ class CrawlEngine:
         if not filters.may_index(url) or (content_type == "HTML" and extracted.robots_noindex):
             counters["skipped_pattern"] += 1
             return Outcome(counters, links)
-        await self._index(job, source, url, fetched, extracted, content_type, known, counters)
+        # Kept when a later sync may not read the body again (a 304, an unchanged lastmod), so
+        # the pages reached only through this one are still reached.
+        followed = links[: settings.max_links_per_page]
+        revisitable = (
+            item.lastmod is not None
+            or "etag" in fetched.headers
+            or "last-modified" in fetched.headers
+        ) and sum(len(link) for link in followed) <= MAX_STORED_LINK_CHARACTERS
+        page = KnownPage(
+            url=url,
+            content_hash="",
+            etag=fetched.headers.get("etag"),
+            last_modified=fetched.headers.get("last-modified"),
+            last_sync=job.id,
+            fetched_at=fetched_at,
+            links=followed if revisitable else None,
+        )
+        await self._index(job, source, page, extracted, content_type, known, counters)
         return Outcome(counters, links)
+
+    async def _unchanged(
+        self,
+        job: SyncJob,
+        source: DataSourceRecord,
+        known: KnownPage,
+        fetched_at: datetime,
+        counters: Counter[str],
+    ) -> Outcome:
+        """A known page whose body was not read again: still indexed, its stored links followed."""
+        await self._still_syncing(job)
+        if not await self._first_with(job, known.content_hash, known.url):
+            counters["skipped_duplicate"] += 1
+            return Outcome(counters, [])
+        counters["unchanged"] += 1
+        await self._remember(
+            source.id, known.model_copy(update={"last_sync": job.id, "fetched_at": fetched_at})
+        )
+        return Outcome(counters, list(known.links or []))
+
+    async def _first_with(self, job: SyncJob, digest: str, url: str) -> bool:
+        """False when another URL with the same main text was indexed in this sync already."""
+        try:
+            await self.seen.create(f"{job.id}.c{digest[:40]}", url.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await self.seen.get(f"{job.id}.c{digest[:40]}")
+            return (entry.value or b"").decode() == url
+        return True
 
     def _links(self, extracted: ExtractedDocument, settings: CrawlSettings) -> list[str]:
         if extracted.robots_nofollow:
@@ -596,43 +673,47 @@ class CrawlEngine:
                 out.append(normal)
         return list(dict.fromkeys(out))
 
-    def _sitemap(self, fetched: Fetched, counters: Counter[str]) -> Outcome:
+    def _sitemap(
+        self, fetched: Fetched, counters: Counter[str], settings: CrawlSettings
+    ) -> Outcome:
         if not fetched.ok:
             counters["failed"] += 1
             return Outcome(counters, [], f"sitemap: HTTP {fetched.status}")
         sitemap = parse_sitemap(fetched.body)
-        pages = [u for u in (normalize_url(e.url) for e in sitemap.urls) if u]
-        children = [u for u in (normalize_url(e.url) for e in sitemap.sitemaps) if u]
-        return Outcome(counters, pages, sitemaps=children, from_sitemap=True)
+        tracking = settings.tracking_parameters
+        lastmods: dict[str, datetime] = {}
+        pages = []
+        for entry in sitemap.urls:
+            url = normalize_url(entry.url, tracking=tracking)
+            if url is None:
+                continue
+            pages.append(url)
+            if entry.lastmod is not None:
+                lastmod = lastmod_bound(entry.lastmod)
+                lastmods[url] = max(lastmod, lastmods.get(url, lastmod))
+        children = [
+            u for u in (normalize_url(e.url, tracking=tracking) for e in sitemap.sitemaps) if u
+        ]
+        return Outcome(counters, pages, sitemaps=children, from_sitemap=True, lastmods=lastmods)
 
     async def _index(
         self,
         job: SyncJob,
         source: DataSourceRecord,
-        url: str,
-        fetched: Fetched,
+        page: KnownPage,
         extracted: ExtractedDocument,
         content_type: str,
         known: KnownPage | None,
         counters: Counter[str],
     ) -> None:
         await self._still_syncing(job)  # stopped while this page was fetched: not indexed
+        url = page.url
         digest = hashlib.sha256(extracted.text.encode()).hexdigest()
-        try:
-            # Identical main text under another URL in this sync: indexed once.
-            await self.seen.create(f"{job.id}.c{digest[:40]}", url.encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await self.seen.get(f"{job.id}.c{digest[:40]}")
-            if (entry.value or b"").decode() != url:
-                counters["skipped_duplicate"] += 1
-                return
-        page = KnownPage(
-            url=url,
-            content_hash=digest,
-            etag=fetched.headers.get("etag"),
-            last_modified=fetched.headers.get("last-modified"),
-            last_sync=job.id,
-        )
+        # Identical main text under another URL in this sync: indexed once.
+        if not await self._first_with(job, digest, url):
+            counters["skipped_duplicate"] += 1
+            return
+        page = page.model_copy(update={"content_hash": digest})
         if known is not None and known.content_hash == digest and job.mode == "FULL_CRAWL":
             counters["unchanged"] += 1
             await self._remember(source.id, page)
@@ -713,9 +794,22 @@ class CrawlEngine:
         """The frontier is empty: delete what this sync no longer reached, then succeed."""
         key = f"{source_id}.{sync_id}"
         try:
-            await self.jobs.mutate(key, lambda j: _moved(j, "crawl_done"))
+            await self.jobs.mutate(
+                key,
+                lambda j: _moved(j, "crawl_done").model_copy(
+                    update={"updated_at": datetime.now(UTC)}
+                ),
+            )
         except ValidationFailed:
             return  # another replica finished it, or it was stopped
+        await self._complete(sync_id, source_id)
+
+    async def _complete(self, sync_id: str, source_id: str) -> None:
+        """Crawl done (SYNCING_INDEXING): withdraw the pages not reached, then succeed.
+
+        Safe to run again: the stalled-sync finisher does, for a replica that died in here.
+        """
+        key = f"{source_id}.{sync_id}"
         job = (await self.jobs.get(key)).value
         source = (await self.sources.get(source_id)).value
         stale: list[tuple[str, KnownPage]] = []
@@ -749,7 +843,10 @@ class CrawlEngine:
             done = _moved(j, "indexing_done")
             return done.model_copy(update={"metrics": metrics, "ended_at": datetime.now(UTC)})
 
-        await self.jobs.mutate(key, succeeded)
+        try:
+            await self.jobs.mutate(key, succeeded)
+        except ValidationFailed:
+            return  # another replica completed it meanwhile
         await self.sources.mutate(source_id, lambda s: s.model_copy(update={"documents": live}))
         self._forget(sync_id)
         await self._drop_login(sync_id)
@@ -846,11 +943,17 @@ class CrawlEngine:
         for stored in await self.sources.list():
             for job in await self.jobs_of(stored.value.id):
                 idle = (now - (job.updated_at or job.started_at)).total_seconds()
-                if job.status == SyncStatus.SYNCING and idle >= stall_after_s:
+                if idle < stall_after_s:
+                    continue
+                if job.status == SyncStatus.SYNCING:
                     log.warning(
                         "sync %s stalled at %d of %d; finishing it", job.id, job.done, job.queued
                     )
                     await self._finish(job.id, job.source_id)
+                    finished.append(job.id)
+                elif job.status == SyncStatus.SYNCING_INDEXING:
+                    log.warning("sync %s stopped while it finished; completing it", job.id)
+                    await self._complete(job.id, job.source_id)
                     finished.append(job.id)
         return finished
 
@@ -870,7 +973,8 @@ class CrawlEngine:
             if not await self._claim(f"schedule-{source.id}", due.isoformat()):
                 continue
             try:
-                job = await self.start(source, "FULL_CRAWL")
+                mode = parse_data_source(source.type, source.configuration).sync_mode
+                job = await self.start(source, mode)
             except ValidationFailed as exc:
                 log.warning("scheduled sync of %s not started: %s", source.id, exc.message)
                 continue
@@ -880,6 +984,22 @@ class CrawlEngine:
     async def close(self) -> None:
         for fetcher in self._fetchers.values():
             await fetcher.close()
+
+
+def _content_type(fetched: Fetched) -> str | None:
+    """Kendra's ContentType of a fetched body, or None when it is not one the crawler reads."""
+    if fetched.content_type in GENERIC_TYPES and fetched.body.startswith(b"%PDF-"):
+        return "PDF"
+    return CONTENT_TYPES.get(fetched.content_type)
+
+
+def _reusable(known: KnownPage, source: DataSourceRecord) -> bool:
+    """Whether what a page's last fetch stored stands in for its body (settings unchanged since)."""
+    return (
+        known.links is not None
+        and known.fetched_at is not None
+        and known.fetched_at >= source.updated_at
+    )
 
 
 def _moved(job: SyncJob, event: str) -> SyncJob:

@@ -25,7 +25,7 @@ from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
 from services.crawler.adapters.secret_store import SecretStore
 from services.crawler.domain.records import DELETING, DataSourceRecord
-from services.crawler.domain.settings import parse_web_crawler, with_credentials
+from services.crawler.domain.settings import parse_data_source, with_credentials
 from services.crawler.domain.sync import parse_schedule
 from services.crawler.engine import CrawlEngine
 
@@ -66,9 +66,7 @@ class CrawlerOperations:
         self, kind: str, configuration: dict[str, Any] | None, schedule: str | None
     ) -> dict[str, Any]:
         """The configuration to store: valid, every secret it names existing, named by ARN."""
-        if kind == "TEMPLATE":
-            raise ValidationFailed("Type TEMPLATE is not supported yet: use WEBCRAWLER")
-        settings = parse_web_crawler(configuration)
+        settings = parse_data_source(kind, configuration)
         if schedule:
             parse_schedule(schedule)
         arns: dict[str, str] = {}
@@ -201,7 +199,8 @@ class CrawlerOperations:
 
     async def start_data_source_sync_job(self, r: StartDataSourceSyncJob) -> dict[str, Any]:
         source = await self._source(r.id, r.index_id)
-        job = await self.engine.start(source, r.sync_mode or "FULL_CRAWL")
+        mode = r.sync_mode or parse_data_source(source.type, source.configuration).sync_mode
+        job = await self.engine.start(source, mode)
         return {"ExecutionId": job.id}
 
     async def stop_data_source_sync_job(self, r: StopDataSourceSyncJob) -> dict[str, Any]:

@@ -259,7 +259,12 @@ class IndexOperations:
         failed = []
         for doc in r.documents:
             try:
-                source = _source_document(r.index_id, doc)
+                # A Blob (a PDF above all) is extracted off the event loop: it may take seconds.
+                source = (
+                    await asyncio.to_thread(_source_document, r.index_id, doc)
+                    if doc.blob is not None
+                    else _source_document(r.index_id, doc)
+                )
                 # Validate attributes and ACL here, so the caller hears of a bad one now.
                 flt.parse_acl(source.access_control_list, "AccessControlList")
                 for i, raw in enumerate(source.attributes):
@@ -855,15 +860,6 @@ def _source_document(index_id: str, doc: IndexDocument) -> SourceDocument:
     if doc.blob is None and doc.text is None:
         raise ValidationFailed("a document needs Blob or Text")
     content_type = doc.content_type or "PLAIN_TEXT"
-    if doc.text is not None:
-        extracted = plain(doc.text)
-    else:
-        try:
-            data = base64.b64decode(doc.blob or "", validate=True)
-        except ValueError:
-            raise ValidationFailed("Blob is not base64") from None
-        extracted = extract_for(content_type, data)
-    title = doc.title or extracted.title
     uri = next(
         (
             str((a.get("Value") or {}).get("StringValue"))
@@ -872,6 +868,16 @@ def _source_document(index_id: str, doc: IndexDocument) -> SourceDocument:
         ),
         None,
     )
+    if doc.text is not None:
+        extracted = plain(doc.text)
+    else:
+        try:
+            data = base64.b64decode(doc.blob or "", validate=True)
+        except ValueError:
+            raise ValidationFailed("Blob is not base64") from None
+        # A PDF without a title in its metadata is named after its file.
+        extracted = extract_for(content_type, data, base_url=uri or doc.id)
+    title = doc.title or extracted.title
     return SourceDocument(
         index_id=index_id,
         document_id=doc.id,

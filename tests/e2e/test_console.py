@@ -2,7 +2,8 @@
 
 Each page loads without console errors, and the main flows click through: a web-crawler source
 synced and searched, a fraud model trained and its threshold moved, a tuning job run, an image
-attached to a domain. With TRELLIS_SCREENSHOTS=DIR (`make screenshots`) the pages are saved there.
+attached to a domain. Screenshots of the pages go to docs/screenshots/ (the README shows them),
+or to TRELLIS_SCREENSHOTS=DIR when set.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def screenshots() -> Path:
     chosen = os.environ.get("TRELLIS_SCREENSHOTS")
-    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    return Path(chosen) if chosen else Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 @pytest.fixture
@@ -361,3 +362,14 @@ def test_build_an_image_and_attach_it_to_a_domain(
 
 def _has_option(browser: Browser, css: str, value: str) -> bool:
     return any(o.get_attribute("value") == value for o in browser.all(f"{css} option"))
+
+
+def test_models_show_what_the_flows_asked_of_them(browser: Browser, screenshots: Path) -> None:
+    """Last: the searches above ran embeddings, so the model page has latency and batch charts."""
+    browser.page("models", "all-minilm-l6-v2")
+    browser.find("#latency-chart svg")
+    browser.find("#batch-chart svg")
+    assert "CPUExecutionProvider" in browser.text("#page")
+    browser.screenshot(screenshots / "models.png")
+    browser.page("overview")
+    browser.screenshot(screenshots / "overview.png")

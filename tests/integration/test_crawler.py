@@ -24,6 +24,7 @@ from services.gateway.config import BootstrapSettings
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
 from tests.conftest import gateway_client, serving_gateway
+from tests.pdf import make_pdf
 
 
 def page(title: str, body: str, links: Sequence[str] = ()) -> str:
@@ -38,21 +39,31 @@ def page(title: str, body: str, links: Sequence[str] = ()) -> str:
 class Site:
     """A small web site whose pages the test changes between syncs."""
 
-    pages: dict[str, tuple[int, str, str]] = field(
+    pages: dict[str, tuple[int, str, str | bytes]] = field(
         default_factory=dict
     )  # path -> status, type, body
     hits: list[str] = field(default_factory=list)
     url: str = ""
+    etags: dict[str, str] = field(default_factory=dict)  # path -> ETag it is served with
+    not_modified: list[str] = field(default_factory=list)  # paths answered 304
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.hits.append(request.path)
+        etag = self.etags.get(request.path)
+        if etag is not None and request.headers.get("If-None-Match") == etag:
+            self.not_modified.append(request.path)
+            return web.Response(status=304, headers={"ETag": etag})
         if request.path == "/redirect-to-metadata":
             raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
         status, kind, body = self.pages.get(request.path, (404, "text/plain", "not found"))
+        headers = {"ETag": etag} if etag is not None else None
+        if isinstance(body, bytes):
+            return web.Response(status=status, body=body, content_type=kind, headers=headers)
         if kind == "application/gzip":
             sitemap = body.replace("{site}", self.url).encode()
             return web.Response(status=status, body=gzip.compress(sitemap), content_type=kind)
-        return web.Response(status=status, text=body.replace("{site}", self.url), content_type=kind)
+        text = body.replace("{site}", self.url)
+        return web.Response(status=status, text=text, content_type=kind, headers=headers)
 
 
 FILLER = [f"/filler/{i}.html" for i in range(12)]
@@ -305,6 +316,203 @@ async def test_sync_indexes_the_site_then_recrawls_incrementally(stack: Stack, u
     await stack.drop(index_id)
 
 
+async def _titles(stack: Stack, index_id: str, text: str) -> dict[str, str]:
+    response = await stack.http.post(
+        f"/v1/indexes/{index_id}/query",
+        json={"QueryText": text, "RankingMode": "KEYWORD"},
+        headers=stack.auth(),
+    )
+    assert response.status_code == 200, response.text
+    items = [i for i in response.json()["ResultItems"] if i["Type"] == "DOCUMENT"]
+    return {i["DocumentId"]: i["DocumentTitle"]["Text"] for i in items}
+
+
+def _sitemap(entries: dict[str, str]) -> str:
+    urls = "".join(
+        f"<url><loc>{{site}}{path}</loc><lastmod>{lastmod}</lastmod></url>"
+        for path, lastmod in entries.items()
+    )
+    return (
+        '<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"{urls}</urlset>"
+    )
+
+
+async def test_pdfs_tracking_parameters_and_sitemap_lastmod(stack: Stack, unique: str) -> None:
+    site = stack.site
+    html = "text/html"
+    site.pages = {
+        "/": (
+            200,
+            html,
+            page(
+                "Home",
+                "Field guides.",
+                ["/files/capybara.pdf", "/files/untyped", "/b.html?sessionid=42&utm_source=feed"],
+            ),
+        ),
+        "/files/capybara.pdf": (
+            200,
+            "application/pdf",
+            make_pdf(["Capybaras graze on aquatic plants."], title="Capybara field guide"),
+        ),
+        # A server that does not know the type: the body's %PDF- signature decides.
+        "/files/untyped": (200, "application/octet-stream", make_pdf(["Tapirs browse at dusk."])),
+        "/b.html": (200, html, page("Bison", "Bison wallow in dust.", ["/c.html"])),
+        "/c.html": (200, html, page("Cranes", "Cranes dance in winter.")),
+        "/sitemap.xml": (
+            200,
+            "application/xml",
+            _sitemap({"/old.html": "2020-01-01", "/fresh.html": "2100-01-01T00:00:00Z"}),
+        ),
+        "/old.html": (200, html, page("Old", "Okapis are shy.", ["/only-from-old.html"])),
+        "/only-from-old.html": (200, html, page("Hidden", "Quokkas smile at strangers.")),
+        "/fresh.html": (200, html, page("Fresh", "Newts regrow their limbs.")),
+    }
+    site.etags["/b.html"] = '"bison-1"'
+    index_id = (
+        await stack.call("create_index", Name=f"pdf-{unique}", RoleArn="arn:aws:iam::0:role/k")
+    )["Id"]
+    configuration = _web_crawler(site, TrackingParameters=["SessionID"])
+    configuration["WebCrawlerConfiguration"]["Urls"]["SiteMapsConfiguration"] = {
+        "SiteMaps": [f"{site.url}/sitemap.xml"]
+    }
+    # boto3 drops members Kendra does not have (TrackingParameters): REST keeps them.
+    created = await stack.http.post(
+        "/v1/data-sources",
+        json={
+            "Name": "guides",
+            "IndexId": index_id,
+            "Type": "WEBCRAWLER",
+            "Configuration": configuration,
+        },
+        headers=stack.auth(),
+    )
+    assert created.status_code == 201, created.text
+    source_id = created.json()["Id"]
+
+    first = await stack.sync(index_id, source_id)
+    assert first["Status"] == "SUCCEEDED", first
+    assert first["TrellisMetrics"]["added"] == 8, first
+    await stack.settle(index_id, 8)
+    assert await _titles(stack, index_id, "capybaras graze") == {
+        f"{site.url}/files/capybara.pdf": "Capybara field guide"
+    }
+    assert await _titles(stack, index_id, "tapirs browse dusk") == {
+        f"{site.url}/files/untyped": "untyped"
+    }
+    # Only the configured parameter goes: utm_source is no tracking parameter of this source.
+    assert await stack.keyword(index_id, "bison wallow") == [f"{site.url}/b.html?utm_source=feed"]
+
+    # The sitemap says old.html has not changed since: no request, and the page only it links
+    # to is still reached. fresh.html's lastmod is newer than any fetch: it is requested.
+    # b.html answers 304: the page only it links to is still reached too.
+    site.hits.clear()
+    second = await stack.sync(index_id, source_id)
+    assert second["Status"] == "SUCCEEDED", second
+    assert "/old.html" not in site.hits
+    assert "/fresh.html" in site.hits and "/only-from-old.html" in site.hits
+    assert site.not_modified == ["/b.html"] and "/c.html" in site.hits
+    metrics = second["TrellisMetrics"]
+    assert (metrics["unchanged"], metrics["added"], metrics["deleted"]) == (8, 0, 0), second
+    await stack.settle(index_id, 8)
+
+    # A newer lastmod: fetched again, and the change indexed.
+    site.pages["/sitemap.xml"] = (
+        200,
+        "application/xml",
+        _sitemap({"/old.html": "2099-01-01", "/fresh.html": "2100-01-01T00:00:00Z"}),
+    )
+    site.pages["/old.html"] = (200, html, page("Old", "Okapis eat clay.", ["/only-from-old.html"]))
+    site.hits.clear()
+    third = await stack.sync(index_id, source_id)
+    assert third["Status"] == "SUCCEEDED" and third["TrellisMetrics"]["modified"] == 1, third
+    assert "/old.html" in site.hits
+    await stack.settle(index_id, 8)
+    assert await stack.keyword(index_id, "okapis clay") == [f"{site.url}/old.html"]
+    await stack.drop(index_id)
+
+
+async def test_template_data_source_through_boto3(stack: Stack, unique: str) -> None:
+    import botocore.exceptions
+
+    site = stack.site
+    site.pages["/"] = (
+        200,
+        "text/html",
+        page("Home", "Welcome to the animal pages.", ["/a.html", "/b.html", "/files/tapirs.pdf"]),
+    )
+    site.pages["/files/tapirs.pdf"] = (200, "application/pdf", make_pdf(["Tapirs swim well."]))
+    index_id = (
+        await stack.call("create_index", Name=f"tpl-{unique}", RoleArn="arn:aws:iam::0:role/k")
+    )["Id"]
+    template: dict[str, Any] = {
+        "version": "1.0.0",
+        "type": "WEBCRAWLERV2",
+        "syncMode": "FULL_CRAWL",
+        "connectionConfiguration": {
+            "repositoryEndpointMetadata": {
+                "seedUrlConnections": [{"seedUrl": f"{site.url}/"}],
+                "authentication": "NoAuthentication",
+            }
+        },
+        "additionalProperties": {
+            "crawlDepth": "2",
+            "maxLinksPerUrl": "100",
+            "maxFileSize": "1",
+            "rateLimit": "300",
+            "crawlSubDomain": False,
+            "crawlAllDomain": False,
+            "honorRobots": True,
+            "crawlAttachments": False,
+        },
+        "repositoryConfigurations": {
+            "webPage": {
+                "fieldMappings": [
+                    {
+                        "indexFieldName": "_source_uri",
+                        "indexFieldType": "STRING",
+                        "dataSourceFieldName": "sourceUrl",
+                    }
+                ]
+            }
+        },
+    }
+    source_id = (
+        await stack.call(
+            "create_data_source",
+            Name="template",
+            IndexId=index_id,
+            Type="TEMPLATE",
+            Configuration={"TemplateConfiguration": {"Template": template}},
+        )
+    )["Id"]
+    described = await stack.call("describe_data_source", Id=source_id, IndexId=index_id)
+    assert described["Type"] == "TEMPLATE"
+    assert described["Configuration"]["TemplateConfiguration"]["Template"] == template
+    job = await stack.sync(index_id, source_id)
+    assert job["Status"] == "SUCCEEDED", job
+    # Home, a.html, b.html and the page of the sitemap robots.txt names; crawlAttachments
+    # false leaves the PDF out.
+    assert job["TrellisMetrics"]["added"] == 4, job
+    await stack.settle(index_id, 4)
+    assert await stack.keyword(index_id, "alpacas hum") == [f"{site.url}/a.html"]
+    assert await stack.keyword(index_id, "tapirs swim") == []
+
+    template["connectionConfiguration"]["repositoryEndpointMetadata"]["authentication"] = "Form"
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        await stack.call(
+            "create_data_source",
+            Name="form",
+            IndexId=index_id,
+            Type="TEMPLATE",
+            Configuration={"TemplateConfiguration": {"Template": template}},
+        )
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "NoAuthentication" in refused.value.response["Error"]["Message"]
+    await stack.drop(index_id)
+
+
 @pytest.mark.parametrize("stack", [""], indirect=True)
 async def test_loopback_is_refused_without_the_allow_list(stack: Stack, unique: str) -> None:
     index_id = (
@@ -416,7 +624,8 @@ async def test_a_scheduled_sync_starts_when_due(nats_url: str, data_dir: Path, u
     from contracts import topology
     from runtime.kv import ResourceStore
     from runtime.topology import ensure_bucket
-    from services.crawler.domain.records import DataSourceRecord
+    from services.crawler.domain.records import DataSourceRecord, SyncJob
+    from services.crawler.domain.sync import SyncStatus
 
     site = Site()
     build_site(site)
@@ -483,6 +692,28 @@ async def test_a_scheduled_sync_starts_when_due(nats_url: str, data_dir: Path, u
                     headers=auth,
                 )
                 assert aborted.status_code == 200 and aborted.json()["History"] == []
+                # A replica that died while finishing a sync leaves it SYNCING_INDEXING: any
+                # replica's stalled-sync finisher completes it.
+                syncs = ResourceStore(bucket, SyncJob, "sync job", prefix="job.")
+                hours_ago = datetime.now(UTC) - timedelta(hours=2)
+                await syncs.create(
+                    f"{source_id}.stuck{unique}",
+                    SyncJob(
+                        id=f"stuck{unique}",
+                        source_id=source_id,
+                        index_id=index_id,
+                        status=SyncStatus.SYNCING_INDEXING,
+                        started_at=hours_ago,
+                        updated_at=hours_ago,
+                    ),
+                )
+                for _ in range(100):
+                    stuck = (await syncs.get(f"{source_id}.stuck{unique}")).value
+                    if stuck.status != SyncStatus.SYNCING_INDEXING:
+                        break
+                    await asyncio.sleep(0.1)
+                # Every page belongs to the other sync: deletion protection fails it, cleanly.
+                assert stuck.status == SyncStatus.FAILED and stuck.ended_at is not None
                 # Deleting the index deletes its data sources too.
                 dropped = await http.delete(f"/v1/indexes/{index_id}", headers=auth)
                 assert dropped.status_code == 200, dropped.text
@@ -603,7 +834,7 @@ async def test_kill_9_mid_sync_loses_nothing(
                     job = (
                         await http.get(history, params={"index_id": index_id}, headers=auth)
                     ).json()["History"][0]
-                    if job["Status"] != "SYNCING":
+                    if job["Status"] not in ("SYNCING", "SYNCING_INDEXING"):
                         break
                     await asyncio.sleep(0.1)
                 # Nothing lost: every page is in the index (home and from-sitemap.html too).

@@ -25,6 +25,7 @@ from services.indexer.adapters.embedder import LocalEmbedder
 from services.indexer.app import build as build_indexer
 from services.indexer.config import Settings as IndexerSettings
 from tests.conftest import gateway_client, serving_gateway
+from tests.pdf import make_pdf
 
 DOCS = [
     {
@@ -435,15 +436,36 @@ def _exercise_kendra(search: Search, unique: str) -> None:
                         "Value": {"StringValue": "https://garden.example/tomatoes"},
                     }
                 ],
-            }
+            },
+            {
+                "Id": "pdf-1",
+                "Blob": make_pdf(["Prune climbing roses in late winter."]),
+                "ContentType": "PDF",
+                "Attributes": [
+                    {
+                        "Key": "_source_uri",
+                        "Value": {"StringValue": "https://garden.example/files/roses.pdf"},
+                    }
+                ],
+            },
+            {
+                "Id": "pdf-locked",
+                "Blob": make_pdf(["Secret compost recipe."], user_password="pw"),
+                "ContentType": "PDF",
+            },
         ],
     )
-    assert put["FailedDocuments"] == []
+    assert [f["Id"] for f in put["FailedDocuments"]] == ["pdf-locked"]
+    assert "encrypted" in put["FailedDocuments"][0]["ErrorMessage"]
     for _ in range(200):
         stats = kendra.describe_index(Id=index_id)["IndexStatistics"]["TextDocumentStatistics"]
-        if stats["IndexedTextDocumentsCount"] == 1:
+        if stats["IndexedTextDocumentsCount"] == 2:
             break
         time.sleep(0.05)
+    roses = kendra.query(IndexId=index_id, QueryText="prune climbing roses")["ResultItems"]
+    pdf = next(item for item in roses if item["Type"] == "DOCUMENT")
+    # No title in its metadata: named after its file.
+    assert pdf["DocumentId"] == "pdf-1" and pdf["DocumentTitle"]["Text"] == "roses"
     result = kendra.query(IndexId=index_id, QueryText="how often to water tomatoes")
     documents = [item for item in result["ResultItems"] if item["Type"] == "DOCUMENT"]
     assert documents[0]["DocumentId"] == "html-1"
@@ -456,7 +478,7 @@ def _exercise_kendra(search: Search, unique: str) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as missing:
         kendra.describe_index(Id="0" * 36)
     assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    kendra.batch_delete_document(IndexId=index_id, DocumentIdList=["html-1"])
+    kendra.batch_delete_document(IndexId=index_id, DocumentIdList=["html-1", "pdf-1"])
     kendra.delete_index(Id=index_id)
     with pytest.raises(botocore.exceptions.ClientError):
         kendra.describe_index(Id=index_id)

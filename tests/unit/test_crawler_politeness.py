@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 
 from runtime.errors import ValidationFailed
-from services.crawler.domain.politeness import HostSchedule, Politeness
+from services.crawler.domain.politeness import UNLIMITED, HostSchedule, Politeness
 
 RATES = (1, 7, 60, 120, 300)
 MINUTES = 10
@@ -226,7 +226,31 @@ def test_forget_idle_drops_only_schedules_that_no_longer_matter() -> None:
     assert len(politeness) == 0
 
 
-@pytest.mark.parametrize("rate", (0, 301, -5, 1.5, True, "60"))
+def test_without_a_rate_limit_only_the_crawl_delay_spaces_starts() -> None:
+    politeness = Politeness(UNLIMITED)
+    # No delay: every start is allowed at once, however many.
+    assert all(politeness.acquire("fast", 5.0) == 0.0 for _ in range(1000))
+    politeness.set_crawl_delay("slow", 2.5)
+    starts = _greedy(politeness, "slow", 0.0, 10.0)
+    assert starts == pytest.approx([0.0, 2.5, 5.0, 7.5])
+    # A delay learnt after the first start applies from it.
+    politeness.acquire("late", 0.0)
+    politeness.set_crawl_delay("late", 1.0)
+    assert politeness.acquire("late", 0.2) == pytest.approx(0.8)
+    politeness.set_crawl_delay("late", None)
+    assert politeness.acquire("late", 0.3) == 0.0
+    assert politeness.forget_idle(100.0) == 3
+
+
+def test_unlimited_schedule_with_a_delay_behaves_like_one_start_per_delay() -> None:
+    schedule = HostSchedule(UNLIMITED, crawl_delay_s=4.0)
+    assert schedule.interval_s == 4.0 and schedule.due() is None
+    schedule.started(10.0)
+    assert schedule.next_start(11.0) == pytest.approx(14.0)
+    assert HostSchedule(UNLIMITED).interval_s == 0.0
+
+
+@pytest.mark.parametrize("rate", (301, -5, 1.5, True, "60"))
 def test_rate_must_be_an_integer_from_1_to_300(rate: object) -> None:
     with pytest.raises(ValidationFailed, match="1 to 300"):
         HostSchedule(rate)  # type: ignore[arg-type]

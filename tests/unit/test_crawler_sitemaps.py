@@ -13,6 +13,7 @@ from services.crawler.domain.sitemaps import (
     MAX_SITEMAP_URLS,
     Sitemap,
     SitemapEntry,
+    lastmod_bound,
     parse_lastmod,
     parse_sitemap,
 )
@@ -268,3 +269,11 @@ def test_entry_limit_text() -> None:
     sitemap = parse_sitemap(body)
     assert len(sitemap.urls) == MAX_SITEMAP_URLS
     assert sitemap.urls[0].url == "https://example.com/0"
+
+
+def test_a_bare_date_lastmod_stands_for_the_end_of_its_day() -> None:
+    day = parse_lastmod("2026-03-04")
+    assert day is not None
+    assert lastmod_bound(day) == datetime(2026, 3, 5, tzinfo=UTC)
+    moment = parse_lastmod("2026-03-04T10:30:00+02:00")
+    assert moment is not None and lastmod_bound(moment) == moment

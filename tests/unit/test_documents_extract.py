@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -17,6 +18,9 @@ from documents.extract import (
     extract_markdown,
     extract_plain_text,
 )
+from documents.formats import SUPPORTED, extract_for
+from runtime.errors import ValidationFailed
+from tests.pdf import make_pdf
 
 BASE = "https://docs.example.org/3/library/functools.html"
 
@@ -750,3 +754,82 @@ def test_csv_is_capped_at_max_rows() -> None:
 def test_broken_csv_raises_value_error() -> None:
     with pytest.raises(ValueError, match="invalid CSV at line 2"):
         extract_csv(b'a\n"' + b"x" * 200_000 + b'"\n')
+
+
+# --- PDF -----------------------------------------------------------------------------------------
+
+
+def test_pdf_text_title_and_outline() -> None:
+    data = make_pdf(
+        ["Capybaras (the largest rodents)\nlive near water.", "Page two is about wombats."],
+        title="  Rodent   facts ",
+        outline=[(1, "Capybaras"), (2, "Habitat"), (1, "Wombats")],
+    )
+    doc = extract_for("PDF", data, base_url="https://example.org/files/report.pdf")
+    assert "PDF" in SUPPORTED
+    assert doc.title == "Rodent facts"
+    assert doc.text == (
+        "Capybaras (the largest rodents)\nlive near water.\n\nPage two is about wombats."
+    )
+    assert doc.headings == [Heading(1, "Capybaras"), Heading(2, "Habitat"), Heading(1, "Wombats")]
+    assert doc.links == [] and doc.language is None
+
+
+def test_pdf_without_a_title_is_named_after_its_file() -> None:
+    data = make_pdf(["Some text."])
+    assert extract_for("PDF", data, base_url="https://x.org/a/Annual%20Report.v2.pdf").title == (
+        "Annual Report.v2"
+    )
+    assert extract_for("PDF", data, base_url="https://x.org/docs/").title == "docs"
+    assert extract_for("PDF", data).title == ""
+
+
+def test_pdf_with_a_user_password_is_refused_clearly() -> None:
+    data = make_pdf(["Secret plans."], user_password="hunter2")
+    with pytest.raises(ValidationFailed, match="encrypted with a password"):
+        extract_for("PDF", data)
+
+
+def test_pdf_encrypted_for_permissions_only_is_read() -> None:
+    # Every reader opens these with the empty user password: they are not secret.
+    data = make_pdf(["Printable but not editable."], owner_password="owner")
+    assert extract_for("PDF", data).text == "Printable but not editable."
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"<html>not a pdf</html>",
+        b"%PDF-1.7\n",
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R",
+        b"%PDF-1.7\n" + b"[" * 50_000,
+        make_pdf(["Cut short."])[:300],
+    ],
+    ids=["empty", "html", "header-only", "unterminated", "deep-nesting", "truncated"],
+)
+def test_malformed_pdfs_fail_fast_as_validation_errors(data: bytes) -> None:
+    started = time.monotonic()
+    with pytest.raises(ValidationFailed, match="the PDF document is unreadable"):
+        extract_for("PDF", data)
+    assert time.monotonic() - started < 5
+
+
+def test_pdf_pages_and_characters_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import documents.pdf
+
+    data = make_pdf([f"Page {i} text." for i in range(5)])
+    monkeypatch.setattr(documents.pdf, "MAX_PDF_PAGES", 2)
+    assert extract_for("PDF", data).text == "Page 0 text.\n\nPage 1 text."
+    monkeypatch.setattr(documents.pdf, "MAX_PDF_PAGES", 2_000)
+    monkeypatch.setattr(documents.pdf, "MAX_PDF_CHARACTERS", 20)
+    text = extract_for("PDF", data).text
+    assert text.startswith("Page 0 text.\n\nPage") and len(text) <= 22
+
+
+def test_pdf_extraction_stops_at_its_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import documents.pdf
+
+    monkeypatch.setattr(documents.pdf, "PDF_TIME_BUDGET_S", -1.0)
+    doc = extract_for("PDF", make_pdf(["Never read."], title="Kept"))
+    assert doc.text == "" and doc.title == "Kept"

@@ -10,6 +10,8 @@ from runtime.errors import ValidationFailed
 
 MIN_URLS_PER_MINUTE = 1
 MAX_URLS_PER_MINUTE = 300
+# No per-host rate limit (for one's own sites); a robots.txt Crawl-delay still spaces fetches.
+UNLIMITED = 0
 WINDOW_S = 60.0
 # Callers often compute `now + wait`, which can land an ulp short of the due time.
 TOLERANCE_S = 1e-9
@@ -19,11 +21,14 @@ def _check_rate(urls_per_minute: int) -> int:
     if (
         isinstance(urls_per_minute, bool)
         or not isinstance(urls_per_minute, int)
-        or not MIN_URLS_PER_MINUTE <= urls_per_minute <= MAX_URLS_PER_MINUTE
+        or not (
+            urls_per_minute == UNLIMITED
+            or MIN_URLS_PER_MINUTE <= urls_per_minute <= MAX_URLS_PER_MINUTE
+        )
     ):
         raise ValidationFailed(
             f"urls per host per minute must be an integer from {MIN_URLS_PER_MINUTE} to "
-            f"{MAX_URLS_PER_MINUTE}, got {urls_per_minute!r}"
+            f"{MAX_URLS_PER_MINUTE} (or {UNLIMITED}: no limit), got {urls_per_minute!r}"
         )
     return urls_per_minute
 
@@ -46,6 +51,7 @@ class HostSchedule:
     than that has been idle and the schedule restarts from its start (missed slots are not
     made up). Because a late start can sit close to the next punctual one, the last
     `urls_per_minute` starts are also kept and the next is held until 60 s after the oldest.
+    With `urls_per_minute` UNLIMITED only the crawl delay, if any, spaces the starts.
     """
 
     def __init__(self, urls_per_minute: int, *, crawl_delay_s: float | None = None) -> None:
@@ -61,7 +67,8 @@ class HostSchedule:
 
     @property
     def interval_s(self) -> float:
-        return max(WINDOW_S / self.urls_per_minute, self._crawl_delay_s or 0.0)
+        rate_interval = WINDOW_S / self.urls_per_minute if self.urls_per_minute else 0.0
+        return max(rate_interval, self._crawl_delay_s or 0.0)
 
     def set_crawl_delay(self, delay_s: float | None) -> None:
         """Change the robots.txt Crawl-delay; the new interval counts from the last slot."""
@@ -80,7 +87,7 @@ class HostSchedule:
         if self._anchor is None:
             return None
         due = self._anchor + (self._slot + 1) * self.interval_s
-        if len(self._window) == self.urls_per_minute:
+        if self.urls_per_minute and len(self._window) == self.urls_per_minute:
             due = max(due, self._window[0] + WINDOW_S)
         return due
 
@@ -110,7 +117,7 @@ class HostSchedule:
 
 
 class Politeness:
-    """Many hosts: which host may start next, and when."""
+    """Many hosts: which host may start next, and when (UNLIMITED: as their crawl delays allow)."""
 
     def __init__(self, urls_per_minute: int) -> None:
         self.urls_per_minute = _check_rate(urls_per_minute)

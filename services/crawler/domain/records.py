@@ -83,6 +83,10 @@ class KnownPage(BaseModel):
     etag: str | None = None
     last_modified: str | None = None
     last_sync: str
+    fetched_at: datetime | None = None  # when the body was last read (a 304 counts)
+    # The links a later sync follows without reading the body again (after a 304, or when a
+    # sitemap's lastmod says unchanged); None when the page had nothing to make that possible.
+    links: list[str] | None = None
 
 
 class LoginSession(BaseModel):

@@ -22,6 +22,8 @@ MAX_SEEDS = 100
 MAX_SITEMAPS = 3
 MAX_BASIC_AUTHENTICATIONS = 10
 MAX_EXTRA_FIELDS = 50
+MAX_TRACKING_PARAMETERS = 100
+MAX_TRACKING_PARAMETER_LENGTH = 100
 DEFAULT_USER_AGENT = "TrellisCrawler/1.0"
 
 
@@ -72,6 +74,9 @@ class CrawlSettings:
     basic_auth: tuple[BasicAuthentication, ...] = ()
     proxy: ProxySettings | None = None
     form_login: FormAuthentication | None = None
+    # Files other than HTML pages (PDF, text, ...): the v2 template's crawlAttachments.
+    crawl_attachments: bool = True
+    sync_mode: str = "FULL_CRAWL"  # the mode of a sync started without one (v2 template syncMode)
 
     @property
     def max_bytes(self) -> int:
@@ -103,10 +108,12 @@ def _strings(raw: dict[str, Any], key: str, limit: int) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _urls(values: tuple[str, ...], key: str) -> tuple[str, ...]:
+def _urls(
+    values: tuple[str, ...], key: str, tracking: frozenset[str] = DEFAULT_TRACKING_PARAMETERS
+) -> tuple[str, ...]:
     out = []
     for value in values:
-        url = normalize_url(value)
+        url = normalize_url(value, tracking=tracking)
         if url is None:
             raise ValidationFailed(f"{key}: {value!r} is not an http(s) URL")
         out.append(url)
@@ -123,8 +130,9 @@ def parse_web_crawler(configuration: dict[str, Any] | None) -> CrawlSettings:
     urls = web.get("Urls") or {}
     seed_config = urls.get("SeedUrlConfiguration") or {}
     sitemap_config = urls.get("SiteMapsConfiguration") or {}
-    seeds = _urls(_strings(seed_config, "SeedUrls", MAX_SEEDS), "SeedUrls")
-    sitemaps = _urls(_strings(sitemap_config, "SiteMaps", MAX_SITEMAPS), "SiteMaps")
+    tracking = _tracking_parameters(web)
+    seeds = _urls(_strings(seed_config, "SeedUrls", MAX_SEEDS), "SeedUrls", tracking)
+    sitemaps = _urls(_strings(sitemap_config, "SiteMaps", MAX_SITEMAPS), "SiteMaps", tracking)
     if not seeds and not sitemaps:
         raise ValidationFailed("give SeedUrls (up to 100) or SiteMaps (up to 3)")
     mode = seed_config.get("WebCrawlerMode", "HOST_ONLY")
@@ -178,10 +186,239 @@ def parse_web_crawler(configuration: dict[str, Any] | None) -> CrawlSettings:
         filters=filters,
         respect_robots=respect,
         user_agent=user_agent,
+        tracking_parameters=tracking,
         headers=tuple(sorted(headers.items())),
         basic_auth=_basic_authentications(authentication),
         proxy=_proxy(web.get("ProxyConfiguration")),
         form_login=_form_authentication(authentication.get("FormAuthentication")),
+    )
+
+
+def _tracking_parameters(web: dict[str, Any]) -> frozenset[str]:
+    """Trellis addition: the query parameters URLs lose (case-insensitive); [] keeps them all."""
+    if web.get("TrackingParameters") is None:
+        return DEFAULT_TRACKING_PARAMETERS
+    names = _strings(web, "TrackingParameters", MAX_TRACKING_PARAMETERS)
+    for name in names:
+        if not 1 <= len(name) <= MAX_TRACKING_PARAMETER_LENGTH:
+            raise ValidationFailed(
+                f"TrackingParameters: each name must be 1-{MAX_TRACKING_PARAMETER_LENGTH} "
+                f"characters, got {name[: MAX_TRACKING_PARAMETER_LENGTH + 1]!r}"
+            )
+    return frozenset(name.lower() for name in names)
+
+
+def parse_data_source(kind: str, configuration: dict[str, Any] | None) -> CrawlSettings:
+    """The crawl settings of a data source of Type `kind` (WEBCRAWLER or TEMPLATE)."""
+    if kind == "TEMPLATE":
+        return parse_template(configuration)
+    if kind == "WEBCRAWLER":
+        return parse_web_crawler(configuration)
+    raise ValidationFailed(f"Type {kind} is not supported: use WEBCRAWLER or TEMPLATE")
+
+
+# --- Kendra's Web Crawler v2 template (Type TEMPLATE) ------------------------------------------
+
+TEMPLATE_TYPES = ("WEBCRAWLERV2", "WEBCRAWLER")
+_TEMPLATE_KEYS = {
+    "type",
+    "version",
+    "syncMode",
+    "secretArn",
+    "connectionConfiguration",
+    "additionalProperties",
+    "repositoryConfigurations",
+    "enableIdentityCrawler",
+}
+_ENDPOINT_KEYS = {
+    "seedUrlConnections",
+    "siteMapUrls",
+    "s3SeedUrl",
+    "s3SiteMapUrl",
+    "authentication",
+}
+_PATTERN_KEYS = {
+    "inclusionURLCrawlPatterns": "crawl_include",
+    "exclusionURLCrawlPatterns": "crawl_exclude",
+    "inclusionURLIndexPatterns": "index_include",
+    "exclusionURLIndexPatterns": "index_exclude",
+}
+_PROPERTY_KEYS = {
+    "rateLimit",
+    "maxFileSize",
+    "crawlDepth",
+    "maxLinksPerUrl",
+    "crawlSubDomain",
+    "crawlAllDomain",
+    "crawlDomainsOnly",
+    "honorRobots",
+    "crawlAttachments",
+    "inclusionFileIndexPatterns",
+    "exclusionFileIndexPatterns",
+    "implicitWaitDuration",
+    "proxy",
+    *_PATTERN_KEYS,
+}
+_SYNC_MODES = {"FULL_CRAWL": "FULL_CRAWL", "FORCED_FULL_CRAWL": "FORCED_FULL_CRAWL"}
+# Trellis's FULL_CRAWL is incremental already: new, modified and deleted pages only.
+_SYNC_MODES["CHANGE_LOG"] = "FULL_CRAWL"
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _number(raw: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    """A template number: the schema writes them as strings ("300"); JSON numbers pass too."""
+    value = raw.get(key)
+    if _empty(value):
+        return float(default)
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not low <= number <= high:
+        raise ValidationFailed(
+            f"additionalProperties.{key} must be a number from {low:g} to {high:g}, got {value!r}"
+        )
+    return number
+
+
+def _whole(raw: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    number = _number(raw, key, default, low, high)
+    if not number.is_integer():
+        raise ValidationFailed(f"additionalProperties.{key} must be a whole number")
+    return int(number)
+
+
+def _flag(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"additionalProperties.{key} must be true or false")
+    return value
+
+
+def _template(configuration: dict[str, Any] | None) -> dict[str, Any]:
+    wrapper = (configuration or {}).get("TemplateConfiguration")
+    template = wrapper.get("Template") if isinstance(wrapper, dict) else None
+    if not isinstance(template, dict):
+        raise ValidationFailed(
+            "a TEMPLATE data source needs Configuration.TemplateConfiguration.Template: "
+            "the Web Crawler v2 template (type WEBCRAWLERV2)"
+        )
+    return template
+
+
+def parse_template(configuration: dict[str, Any] | None) -> CrawlSettings:
+    """Kendra's Web Crawler v2 template (`Configuration.TemplateConfiguration.Template`).
+
+    The members Trellis cannot honour (authentication, S3 URL lists, proxy, file-name index
+    patterns) are refused, naming them; field mappings are accepted and not applied.
+    """
+    template = _template(configuration)
+    unknown = set(template) - _TEMPLATE_KEYS
+    if unknown:
+        raise ValidationFailed(f"Template: unknown members {sorted(unknown)}")
+    if template.get("type") not in TEMPLATE_TYPES:
+        raise ValidationFailed(
+            f"Template.type must be WEBCRAWLERV2 (the only template Trellis runs), "
+            f"got {template.get('type')!r}"
+        )
+    sync_mode = template.get("syncMode", "FULL_CRAWL")
+    if sync_mode not in _SYNC_MODES:
+        raise ValidationFailed(f"Template.syncMode must be one of {sorted(_SYNC_MODES)}")
+    if template.get("enableIdentityCrawler") not in (None, False):
+        raise ValidationFailed("Template.enableIdentityCrawler is not supported")
+    if not isinstance(template.get("version", ""), str):
+        raise ValidationFailed("Template.version must be a string such as 1.0.0")
+    # Field mappings are accepted so that templates written for Kendra load; Trellis indexes
+    # the title, the text and the source URI of every page itself.
+    if not isinstance(template.get("repositoryConfigurations") or {}, dict):
+        raise ValidationFailed("Template.repositoryConfigurations must be an object")
+    connection = template.get("connectionConfiguration")
+    endpoint = (
+        connection.get("repositoryEndpointMetadata") if isinstance(connection, dict) else None
+    )
+    if not isinstance(endpoint, dict):
+        raise ValidationFailed(
+            "Template.connectionConfiguration.repositoryEndpointMetadata must be an object"
+        )
+    unknown = set(endpoint) - _ENDPOINT_KEYS
+    if unknown:
+        raise ValidationFailed(f"repositoryEndpointMetadata: unknown members {sorted(unknown)}")
+    for key in ("s3SeedUrl", "s3SiteMapUrl"):
+        if not _empty(endpoint.get(key)):
+            raise ValidationFailed(
+                f"repositoryEndpointMetadata.{key}: URL lists in S3 are not supported; "
+                "list the URLs in seedUrlConnections or siteMapUrls"
+            )
+    authentication = endpoint.get("authentication") or "NoAuthentication"
+    if authentication != "NoAuthentication" or not _empty(template.get("secretArn")):
+        raise ValidationFailed(
+            f"repositoryEndpointMetadata.authentication {authentication!r}: templates support "
+            "NoAuthentication only; for basic or form login use Type WEBCRAWLER with "
+            "AuthenticationConfiguration"
+        )
+    connections = endpoint.get("seedUrlConnections") or []
+    if not isinstance(connections, list) or not all(
+        isinstance(c, dict) and set(c) == {"seedUrl"} and isinstance(c["seedUrl"], str)
+        for c in connections
+    ):
+        raise ValidationFailed('seedUrlConnections must be a list of {"seedUrl": URL} objects')
+    if len(connections) > MAX_SEEDS:
+        raise ValidationFailed(f"seedUrlConnections takes at most {MAX_SEEDS} entries")
+    seeds = _urls(tuple(c["seedUrl"] for c in connections), "seedUrl")
+    sitemaps = _urls(_strings(endpoint, "siteMapUrls", MAX_SITEMAPS), "siteMapUrls")
+    if not seeds and not sitemaps:
+        raise ValidationFailed("give seedUrlConnections (up to 100) or siteMapUrls (up to 3)")
+    properties = template.get("additionalProperties") or {}
+    if not isinstance(properties, dict):
+        raise ValidationFailed("Template.additionalProperties must be an object")
+    unknown = set(properties) - _PROPERTY_KEYS
+    if unknown:
+        raise ValidationFailed(f"additionalProperties: unknown members {sorted(unknown)}")
+    for key in ("inclusionFileIndexPatterns", "exclusionFileIndexPatterns"):
+        if not _empty(properties.get(key)):
+            raise ValidationFailed(
+                f"additionalProperties.{key} is not supported: filter files by URL with "
+                "inclusionURLIndexPatterns / exclusionURLIndexPatterns"
+            )
+    if not _empty(properties.get("proxy")):
+        raise ValidationFailed(
+            "additionalProperties.proxy is not supported in templates: use Type WEBCRAWLER "
+            "with ProxyConfiguration"
+        )
+    filters = UrlFilters(
+        **{field: _strings(properties, key, 100) for key, field in _PATTERN_KEYS.items()}
+    )
+    compile_filters(filters)  # raises on a bad pattern, naming it
+    if _flag(properties, "crawlAllDomain", False):
+        scope = Scope.EVERYTHING
+    elif _flag(properties, "crawlSubDomain", False):
+        scope = Scope.SUBDOMAINS
+    else:
+        scope = Scope.HOST_ONLY
+    _flag(properties, "crawlDomainsOnly", False)  # validated; the scope above decides
+    return CrawlSettings(
+        seeds=seeds,
+        sitemaps=sitemaps,
+        scope=scope,
+        depth=_whole(properties, "crawlDepth", 2, 0, 10),
+        max_links_per_page=_whole(properties, "maxLinksPerUrl", 100, 1, 1000),
+        max_size_mb=_number(properties, "maxFileSize", 50.0, 1e-6, 50.0),
+        urls_per_minute=_whole(properties, "rateLimit", 300, 0, 300),
+        filters=filters,
+        respect_robots=_flag(properties, "honorRobots", True),
+        crawl_attachments=_flag(properties, "crawlAttachments", False),
+        sync_mode=_SYNC_MODES[sync_mode],
     )
 
 

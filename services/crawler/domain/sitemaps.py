@@ -16,6 +16,7 @@ __all__ = [
     "MAX_SITEMAP_URLS",
     "Sitemap",
     "SitemapEntry",
+    "lastmod_bound",
     "parse_lastmod",
     "parse_sitemap",
 ]
@@ -73,6 +74,16 @@ def parse_lastmod(text: str) -> datetime | None:
         return moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+def lastmod_bound(lastmod: datetime) -> datetime:
+    """The latest moment a parsed lastmod may stand for: a bare date (UTC midnight) is its day's end.
+
+    A page changed later on the day a sitemap dates it must not pass for unchanged.
+    """
+    if lastmod.astimezone(UTC).time() == datetime.min.time():
+        return lastmod + timedelta(days=1)
+    return lastmod
 
 
 def _parse_zone(zone: str | None) -> timezone:
