@@ -147,6 +147,20 @@ def test_create_a_source_sync_it_and_search(browser: Browser, site: str, screens
     browser.screenshot(screenshots / "search.png")
 
 
+def test_credentials_are_stored_and_never_shown(browser: Browser) -> None:
+    browser.page("sources")
+    browser.find("#secrets summary").click()
+    browser.find("#secret-name").send_keys("intranet-login")
+    browser.find("#secret-username").send_keys("crawler")
+    browser.find("#secret-password").send_keys("s3cret-Pa55word")
+    browser.find("#secret-create").click()
+    browser.wait_for(lambda: "intranet-login" in browser.text("#secrets-list"), "the secret")
+    assert "arn:aws:secretsmanager:" in browser.text("#secrets-list")
+    assert "s3cret-Pa55word" not in browser.driver.page_source
+    browser.find("#secrets-list button[data-secret='intranet-login']").click()
+    browser.wait_for(lambda: "intranet-login" not in browser.text("#secrets-list"), "deleted")
+
+
 def _searched(browser: Browser, expected: str) -> bool:
     browser.find("#search-submit").click()
     time.sleep(0.5)

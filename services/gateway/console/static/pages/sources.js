@@ -8,6 +8,7 @@
 import {
   act, api, badge, errorBox, field, formatNumber, formatTime, h, live, show, throttle,
 } from "../lib.js";
+import { credentialsPanel } from "./credentials.js";
 
 const RUNNING = new Set(["SYNCING", "SYNCING_INDEXING", "STOPPING"]);
 const SCOPES = [
@@ -55,7 +56,8 @@ async function renderList(root, indexParam) {
       h("a", { class: "button", id: "sources-new", href: path("new", index.Id) }, "New web crawler"),
       h("a", { class: "button secondary", href: `#/search/${encodeURIComponent(index.Id)}` }, "Search this index")),
     list,
-    createIndex);
+    createIndex,
+    credentialsPanel());
 
   let shown = new Set();
   const load = async () => {
