@@ -117,6 +117,12 @@ CRAWL_SESSIONS = BucketSpec(
     "sync uses the one session.",
     ttl_s=7 * 24 * 3600,
 )
+CRAWL_RATES = BucketSpec(
+    name="crawl_rates",
+    description="Per-host fetch schedules, one per sync and host (<sync id>.<host hash>): the next "
+    "allowed start, claimed by compare-and-set so that every crawler replica keeps one rate.",
+    ttl_s=24 * 3600,
+)
 
 SERVICE_REGISTRY = BucketSpec(
     name="trellis_services",

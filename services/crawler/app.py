@@ -46,6 +46,7 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
     seen = await ensure_bucket(bus.js, topology.CRAWL_SEEN, replicas)
     secrets_bucket = await ensure_bucket(bus.js, topology.CRAWL_SECRETS, replicas)
     sessions = await ensure_bucket(bus.js, topology.CRAWL_SESSIONS, replicas)
+    rates = await ensure_bucket(bus.js, topology.CRAWL_RATES, replicas)
     sources = ResourceStore(sources_bucket, DataSourceRecord, "data source", prefix="source.")
     jobs = ResourceStore(sources_bucket, SyncJob, "sync job", prefix="job.")
     secrets = SecretStore(
@@ -63,6 +64,7 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         NetworkPolicy.from_setting(settings.allowed_networks),
         secrets,
         sessions,
+        rates,
     )
     operations = CrawlerOperations(bus, sources, engine, secrets)
     secret_operations = SecretOperations(secrets, sources)

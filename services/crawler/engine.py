@@ -41,9 +41,10 @@ from services.crawler.adapters.fetcher import (
     cookies_from_json,
     cookies_to_json,
 )
+from services.crawler.adapters.host_slots import SharedSlots
 from services.crawler.adapters.secret_store import SecretStore
 from services.crawler.domain.networks import NetworkPolicy
-from services.crawler.domain.politeness import Politeness
+from services.crawler.domain.politeness import Politeness, missed
 from services.crawler.domain.records import (
     DELETING,
     MAX_ERRORS,
@@ -85,6 +86,11 @@ MAX_STORED_LINK_CHARACTERS = 256 * 1024
 # A login still pending after this long was left by a replica that died: another one retakes it.
 LOGIN_STALE_S = 90.0
 LOGIN_WAIT_S = 120.0
+# How often a URL waiting for its host's turn looks whether its sync was stopped meanwhile.
+STOP_CHECK_S = 1.0
+# A URL woken too late for its slot (a busy event loop) claims another, this many times at most:
+# then it starts anyway, so that a replica always late still makes progress.
+LATE_CLAIMS = 2
 
 
 def url_key(url: str) -> str:
@@ -122,6 +128,7 @@ class CrawlEngine:
         policy: NetworkPolicy,
         secrets: SecretStore,
         sessions: KeyValue,
+        rates: KeyValue,
     ) -> None:
         self.bus = bus
         self.sources = sources
@@ -131,6 +138,7 @@ class CrawlEngine:
         self.policy = policy
         self.secrets = secrets
         self.sessions = sessions
+        self.slots = SharedSlots(rates)
         self._fetchers: dict[tuple[str, ProxyAccess | None], Fetcher] = {}
         self._politeness: dict[str, Politeness] = {}
         self._robots: dict[tuple[str, str], RobotsRules] = {}
@@ -319,11 +327,17 @@ class CrawlEngine:
         """GET `url` when the host's politeness allows; conditional on `known`'s validators."""
         politeness = self._politeness_of(job, settings)
         host = host_key(url)
-        while True:  # without a rate limit, a robots.txt Crawl-delay alone spaces the fetches
+        # Without a rate limit a robots.txt Crawl-delay alone spaces the fetches; with neither,
+        # nothing does and no slot is claimed.
+        interval = politeness.interval_s(host)
+        if interval > 0:
+            await self._claim_turn(job, host, interval)
+        while True:
+            # This replica's own starts: a late wake-up must not bunch its next fetches together.
             wait = politeness.acquire(host, time.monotonic())
             if wait <= 0:
                 break
-            await asyncio.sleep(wait)
+            await self._pause(job, wait)
         await self._still_syncing(job)  # stopped while this URL waited for its turn
         return await self._fetch(
             job,
@@ -334,6 +348,23 @@ class CrawlEngine:
             etag=known.etag if known else None,
             last_modified=known.last_modified if known else None,
         )
+
+    async def _claim_turn(self, job: SyncJob, host: str, interval: float) -> None:
+        """Wait for a start slot of `host` from the schedule that every replica of the sync shares."""
+        for _ in range(LATE_CLAIMS + 1):
+            start = await self.slots.claim(job.id, host, interval)
+            await self._pause(job, start - time.time())
+            # Late, the start would crowd the next slot, which another replica may hold.
+            if not missed(start, time.time(), interval):
+                return
+
+    async def _pause(self, job: SyncJob, seconds: float) -> None:
+        """Sleep `seconds`; SyncStopped as soon as the sync is seen stopped meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, STOP_CHECK_S))
+            if left > STOP_CHECK_S:
+                await self._still_syncing(job)
 
     # -- credentials, proxy and login --------------------------------------------------------
 
@@ -517,6 +548,7 @@ class CrawlEngine:
     def _forget(self, sync_id: str) -> None:
         """Drop what this replica keeps for a sync that ended."""
         self._politeness.pop(sync_id, None)
+        self.slots.forget(sync_id)
         self._logins.pop(sync_id, None)
         self._login_locks.pop(sync_id, None)
         for robots_key in [k for k in self._robots if k[0] == sync_id]:

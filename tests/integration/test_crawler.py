@@ -1,10 +1,15 @@
 """The crawler end to end: a site served on loopback, real NATS, the crawler, indexer and gateway,
-driven by boto3's kendra client; incremental syncs, deletions, protection and SSRF refusals."""
+driven by boto3's kendra client; incremental syncs, deletions, protection and SSRF refusals, and
+connections pinned to the addresses that were checked (DNS rebinding)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import gzip
+import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +18,20 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from runtime.bus import Bus
 from runtime.service import Service
 from runtime.settings import SharedSettings
+from services.crawler.adapters import fetcher as fetcher_module
+from services.crawler.adapters.fetcher import Access, Fetcher
 from services.crawler.app import build as build_crawler
 from services.crawler.config import Settings as CrawlerSettings
+from services.crawler.domain.networks import NetworkPolicy
+from services.crawler.domain.secrets import Credentials
 from services.gateway.adapters.bootstrap import load_or_create_credentials
 from services.gateway.config import BootstrapSettings
 from services.indexer.app import build as build_indexer
@@ -855,3 +868,139 @@ async def test_kill_9_mid_sync_loses_nothing(
     # Refetched: only what the killed replica held unacknowledged: 2 in flight and 2 fetched
     # ahead (its concurrency and batch are 2).
     assert len(fetches) - len(slow_pages) <= 4
+
+
+# -- connections go to the checked address (DNS rebinding) ------------------------------------
+
+
+class Resolver:
+    """Stands in for DNS: made-up names, and a second answer that differs from the first, as a
+    rebinding name server gives (the first passes the policy, the next would not)."""
+
+    def __init__(self, answers: dict[str, list[list[str]]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        queue = self.answers.get(host)
+        if not queue:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} is not known")
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+@contextlib.asynccontextmanager
+async def _loopback(app: web.Application, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await tcp.start()
+    try:
+        yield tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+def _certificate(name: str, directory: Path) -> tuple[Path, Path, str]:
+    """A self-signed certificate for `name` alone: its file, its key's file, its PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    cert_file, key_file = directory / "site.pem", directory / "site.key"
+    cert_file.write_bytes(pem)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, pem.decode()
+
+
+async def test_a_fetch_connects_to_the_address_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, **request.headers})
+        if request.path == "/login":
+            response = web.HTTPFound("/")
+            response.set_cookie("session", "s-1", path="/")
+            raise response
+        if request.path == "/hop":
+            raise web.HTTPFound(f"http://evil.test:{request.url.port}/")
+        return web.Response(text="pinned", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with _loopback(app) as port:
+        resolver = Resolver({"rebind.test": [["127.0.0.1"]], "evil.test": [["169.254.169.254"]]})
+        monkeypatch.setattr(fetcher_module, "resolve", resolver)
+        fetcher = Fetcher(NetworkPolicy.from_setting("127.0.0.0/8"), user_agent="t")
+        site = f"http://rebind.test:{port}"
+        login, jar = await fetcher.login(f"{site}/login", {"user": "u"})
+        assert login.ok and login.url == f"{site}/" and jar.get("session") == "s-1", login
+        # A second lookup of rebind.test would give the metadata address. httpx cannot resolve
+        # rebind.test at all: a fetch that works connected to the address the check passed.
+        resolver.answers["rebind.test"] = [["127.0.0.1"], ["169.254.169.254"]]
+        access = Access(basic={f"rebind.test:{port}": Credentials("u", "p4ss")}, cookies=jar)
+        fetched = await fetcher.get(f"{site}/page", max_bytes=1000, access=access)
+        assert fetched.ok and fetched.body == b"pinned" and fetched.url == f"{site}/page"
+        assert seen[-1]["path"] == "/page" and seen[-1]["Host"] == f"rebind.test:{port}"
+        assert seen[-1]["Cookie"] == "session=s-1"
+        assert seen[-1]["Authorization"].startswith("Basic ")
+        # Every hop is looked up once and checked: the redirect's target is refused.
+        resolver.answers["rebind.test"] = [["127.0.0.1"]]
+        asked = len(resolver.asked)
+        hop = await fetcher.get(f"{site}/hop", max_bytes=1000)
+        assert hop.refused and "cloud metadata" in (hop.error or "") and "evil.test" in hop.url
+        assert resolver.asked[asked:] == ["rebind.test", "evil.test"]
+        # Past the fetcher's checks nothing connects: the pool has no address for the name.
+        with pytest.raises(httpx.ConnectError, match="no checked address"):
+            await fetcher.client.get(f"http://unchecked.test:{port}/")
+        await fetcher.close()
+    assert [s["path"] for s in seen] == ["/login", "/", "/page", "/hop"]
+
+
+async def test_https_keeps_the_host_name_for_sni_and_the_certificate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cert_file, key_file, pem = _certificate("rebind.test", tmp_path)
+    server_names: list[str | None] = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    tls.sni_callback = lambda _socket, name, _context: server_names.append(name)
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(text=request.host, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    async with _loopback(app, tls) as port:
+        resolver = Resolver({"rebind.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
+        monkeypatch.setattr(fetcher_module, "resolve", resolver)
+        fetcher = Fetcher(NetworkPolicy.from_setting("127.0.0.0/8"), user_agent="t")
+        fetcher.ssl_context.load_verify_locations(cadata=pem)
+        fetched = await fetcher.get(f"https://rebind.test:{port}/", max_bytes=1000)
+        assert fetched.ok and fetched.body == f"rebind.test:{port}".encode(), fetched
+        assert server_names == ["rebind.test"]
+        # Same address, another name: its certificate is checked against that name, and fails.
+        other = await fetcher.get(f"https://other.test:{port}/", max_bytes=1000)
+        assert other.error is not None and "CERTIFICATE_VERIFY_FAILED" in other.error, other
+        assert server_names == ["rebind.test", "other.test"]
+        await fetcher.close()

@@ -1,7 +1,9 @@
-"""Per-host crawl rate limits, driven by a simulated clock."""
+"""Per-host crawl rate limits, driven by a simulated clock: one replica's schedule, and the slots
+every replica claims from a shared one."""
 
 from __future__ import annotations
 
+import heapq
 import random
 from bisect import bisect_left
 from itertools import pairwise
@@ -9,7 +11,14 @@ from itertools import pairwise
 import pytest
 
 from runtime.errors import ValidationFailed
-from services.crawler.domain.politeness import UNLIMITED, HostSchedule, Politeness
+from services.crawler.domain.politeness import (
+    UNLIMITED,
+    HostSchedule,
+    Politeness,
+    claim_slot,
+    missed,
+    spacing_s,
+)
 
 RATES = (1, 7, 60, 120, 300)
 MINUTES = 10
@@ -264,3 +273,82 @@ def test_crawl_delay_must_be_finite_and_not_negative(delay: float) -> None:
         HostSchedule(60, crawl_delay_s=delay)
     with pytest.raises(ValidationFailed):
         Politeness(60).set_crawl_delay("h", delay)
+
+
+def _replicas_claiming(
+    rate: int, replicas: int, concurrency: int, seed: int, *, interval_s: float | None = None
+) -> list[float]:
+    """Starts when `replicas` x `concurrency` workers claim slots from one stored schedule.
+
+    Each worker claims (in clock order: compare-and-set makes the claims one sequence), waits
+    for its slot, fetches for a random while, then claims again.
+    """
+    rng = random.Random(seed)
+    interval = spacing_s(rate, None) if interval_s is None else interval_s
+    stored: float | None = None
+    claims = [(rng.uniform(0.0, 1.0), worker) for worker in range(replicas * concurrency)]
+    heapq.heapify(claims)
+    starts: list[float] = []
+    while claims:
+        now, worker = heapq.heappop(claims)
+        start, stored = claim_slot(stored, now, interval)
+        assert start >= now
+        if start >= RUN_S:
+            continue
+        starts.append(start)
+        heapq.heappush(claims, (start + rng.uniform(0.001, 1.0), worker))
+    return sorted(starts)
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("replicas", (1, 2, 5))
+def test_replicas_claiming_one_schedule_keep_one_rate(rate: int, replicas: int) -> None:
+    starts = _replicas_claiming(rate, replicas, concurrency=8, seed=rate * replicas)
+    gaps = [b - a for a, b in pairwise(starts)]
+    assert min(gaps) >= 60.0 / rate - 1e-9
+    assert _max_in_window(starts, slack=1e-6) <= rate  # slots 60 s apart, up to float noise
+    # Busy workers keep every slot taken: the rate is reached, not only respected.
+    assert len(starts) >= rate * MINUTES * 0.95
+
+
+def test_a_claim_takes_the_stored_slot_or_now_after_idle() -> None:
+    assert claim_slot(None, 100.0, 2.0) == (100.0, 102.0)
+    assert claim_slot(102.0, 100.5, 2.0) == (102.0, 104.0)  # waits for its slot
+    assert claim_slot(102.0, 150.0, 2.0) == (150.0, 152.0)  # idle: missed slots are not made up
+    assert claim_slot(float("nan"), 7.0, 2.0) == (7.0, 9.0)  # unreadable: starts again
+
+
+def test_claims_made_at_once_get_distinct_slots() -> None:
+    stored: float | None = None
+    starts = []
+    for _ in range(5):
+        start, stored = claim_slot(stored, 10.0, 0.5)
+        starts.append(start)
+    assert starts == [10.0, 10.5, 11.0, 11.5, 12.0] and stored == 12.5
+
+
+def test_a_slot_is_missed_a_tenth_of_an_interval_late() -> None:
+    assert not missed(10.0, 10.0, 2.0)
+    assert not missed(10.0, 10.2, 2.0)
+    assert missed(10.0, 10.21, 2.0)
+    assert missed(10.0, 16.01, 60.0) and not missed(10.0, 15.9, 60.0)
+
+
+@pytest.mark.parametrize("interval", (-1.0, float("nan"), float("inf")))
+def test_a_claim_needs_a_finite_interval(interval: float) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        claim_slot(None, 0.0, interval)
+
+
+def test_spacing_is_the_rate_or_the_crawl_delay_whichever_is_slower() -> None:
+    assert spacing_s(60, None) == 1.0
+    assert spacing_s(300, 2.0) == 2.0
+    assert spacing_s(10, 2.0) == 6.0
+    assert spacing_s(UNLIMITED, None) == 0.0
+    assert spacing_s(UNLIMITED, 4.0) == 4.0
+    politeness = Politeness(30)
+    politeness.set_crawl_delay("slow", 5.0)
+    assert politeness.interval_s("slow") == 5.0 and politeness.interval_s("other") == 2.0
+    # A Crawl-delay shared by several replicas spaces their starts as it does one's.
+    starts = _replicas_claiming(UNLIMITED, 3, 4, seed=1, interval_s=spacing_s(UNLIMITED, 4.0))
+    assert min(b - a for a, b in pairwise(starts)) >= 4.0 - 1e-9

@@ -1,5 +1,6 @@
-"""HTTP fetching for the crawler: SSRF checks on every hop, size limits while streaming, conditional
-GETs, a source's proxy, basic auth per host:port and form-login cookies."""
+"""HTTP fetching for the crawler: SSRF checks on every hop, connections only to the checked addresses,
+size limits while streaming, conditional GETs, a source's proxy, basic auth per host:port and
+form-login cookies."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import base64
 import http.cookiejar
 import re
 import socket
+import ssl
+import time
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from runtime.errors import ValidationFailed
@@ -26,6 +31,12 @@ MAX_LOGIN_BYTES = 1024 * 1024
 # Shorter secrets are no secret; replacing them everywhere would only garble the message.
 _MIN_SCRUBBED = 4
 _BASIC = re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{4,}", re.I)
+# httpx's defaults, kept for the pool built here.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+# The addresses the current request may connect to, per host name as httpcore connects to it.
+_CHECKED: ContextVar[Mapping[str, tuple[str, ...]]] = ContextVar("crawler_checked_addresses")
+
+Pins = dict[str, tuple[str, ...]]
 
 
 @dataclass
@@ -88,6 +99,90 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
     def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to: the crawler's one DNS lookup per hop."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses the network policy passed for the request being sent.
+
+    httpx would resolve the name again when it connects, and an answer that changed since the
+    check (DNS rebinding) would reach an address nobody checked. Connecting here instead keeps
+    the URL's host name everywhere else: the Host header, TLS SNI and certificate check, cookies,
+    and connection pooling per name (a pooled connection went to an address checked then).
+    """
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = _CHECKED.get({}).get(host)
+        if not addresses:
+            raise httpcore.ConnectError(f"no checked address to connect to for {host!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failure: Exception = httpcore.ConnectTimeout(f"connecting to {host!r} timed out")
+        for address in addresses:  # in the resolver's order, the next when one does not answer
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                return await self._backend.connect_tcp(
+                    address, port, left, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("the crawler connects to TCP addresses only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def _transport(ssl_context: ssl.SSLContext, proxy: ProxyAccess | None) -> httpx.AsyncHTTPTransport:
+    """httpx's transport, its pool rebuilt with the checked-address backend (httpx takes none)."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False)
+    if proxy is None:
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=_LIMITS.max_connections,
+            max_keepalive_connections=_LIMITS.max_keepalive_connections,
+            keepalive_expiry=_LIMITS.keepalive_expiry,
+            network_backend=_CheckedBackend(),
+        )
+        return transport
+    url = httpx.URL(proxy.url)
+    auth = proxy.credentials
+    transport._pool = httpcore.AsyncHTTPProxy(
+        proxy_url=httpcore.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+        ),
+        proxy_auth=(auth.username.encode(), auth.password.encode()) if auth else None,
+        ssl_context=ssl_context,
+        max_connections=_LIMITS.max_connections,
+        max_keepalive_connections=_LIMITS.max_keepalive_connections,
+        keepalive_expiry=_LIMITS.keepalive_expiry,
+        network_backend=_CheckedBackend(),
+    )
+    return transport
 
 
 def basic_header(credentials: Credentials) -> str:
@@ -161,18 +256,13 @@ class Fetcher:
         self.policy = policy
         self.max_redirects = max_redirects
         self.proxy = proxy
-        proxy_config = None
-        if proxy is not None:
-            auth = proxy.credentials
-            proxy_config = httpx.Proxy(
-                proxy.url, auth=(auth.username, auth.password) if auth else None
-            )
+        self.ssl_context = httpx.create_ssl_context(trust_env=False)
         self.client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             headers={"User-Agent": user_agent},
             trust_env=False,  # no proxy or netrc from the environment: only what a source sets
-            proxy=proxy_config,
+            transport=_transport(self.ssl_context, proxy),  # through the proxy when there is one
             cookies=httpx.Cookies(http.cookiejar.CookieJar(policy=_NoCookies())),
         )
 
@@ -182,30 +272,47 @@ class Fetcher:
             found.append(self.proxy.credentials.password)
         return found
 
-    async def _check(self, url: str) -> None:
+    async def _check(self, url: str) -> tuple[str, tuple[str, ...]]:
+        """The host name httpcore connects to for `url`, and its addresses, all of them allowed."""
         parts = urlsplit(url)
         host = parts.hostname or ""
+        name = httpx.URL(url).raw_host.decode("ascii")  # IDNA-encoded, as it is connected to
         literal = literal_address(host)
         if literal is not None:
             self.policy.check(host, literal)
-            return
+            return name, (literal,)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        self.policy.check_all(host, [str(info[4][0]) for info in infos])
+        addresses = tuple(dict.fromkeys(await resolve(name, port)))
+        self.policy.check_all(host, addresses)
+        return name, addresses
 
-    async def _refusal(self, url: str) -> Fetched | None:
-        """Why neither `url` nor the proxy may be contacted, or None when both may."""
+    async def _admit(self, url: str) -> Pins | Fetched:
+        """Where a request for `url` may connect; a Fetched saying why when it may not."""
+        pins: Pins = {}
         for target, what in ((self.proxy.url if self.proxy else None, "proxy: "), (url, "")):
             if target is None:
                 continue
             try:
-                await self._check(target)
+                name, addresses = await self._check(target)
             except AddressRefused as exc:
                 return Fetched(url, error=f"{what}{exc}", refused=True)
             except OSError as exc:
                 return Fetched(url, error=f"{what}DNS lookup failed: {exc}")
-        return None
+            except httpx.InvalidURL as exc:
+                return Fetched(url, error=f"{what}invalid URL: {exc}")
+            # Through a proxy only the proxy's address is connected to: the proxy resolves the
+            # page's host itself, so the page is checked (as above) but cannot be pinned.
+            if not pins:
+                pins[name] = addresses
+        return pins
+
+    async def _send(self, request: httpx.Request, pins: Pins) -> httpx.Response:
+        """Send `request`, connecting (when it needs a new connection) only to `pins`."""
+        token = _CHECKED.set(pins)
+        try:
+            return await self.client.send(request, stream=True)
+        finally:
+            _CHECKED.reset(token)
 
     def _request(
         self,
@@ -246,13 +353,13 @@ class Fetcher:
             request_headers["If-Modified-Since"] = last_modified
         current = url
         for _ in range(self.max_redirects + 1):
-            refused = await self._refusal(current)
-            if refused is not None:
-                return refused
+            pins = await self._admit(current)
+            if isinstance(pins, Fetched):
+                return pins
             response: httpx.Response | None = None
             try:
                 request = self._request("GET", current, request_headers, access)
-                response = await self.client.send(request, stream=True)
+                response = await self._send(request, pins)
                 if response.status_code in REDIRECTS and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])
                     if urlsplit(current).scheme not in ("http", "https"):
@@ -301,15 +408,15 @@ class Fetcher:
         method, data = "POST", dict(fields)
         current = url
         for _ in range(self.max_redirects + 1):
-            refused = await self._refusal(current)
-            if refused is not None:
-                return refused, jar
+            pins = await self._admit(current)
+            if isinstance(pins, Fetched):
+                return pins, jar
             response: httpx.Response | None = None
             try:
                 request = self._request(
                     method, current, {}, access, data if method == "POST" else None, cookies=jar
                 )
-                response = await self.client.send(request, stream=True)
+                response = await self._send(request, pins)
                 jar.extract_cookies(response)
                 if response.status_code in REDIRECTS and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])

@@ -1,4 +1,4 @@
-"""Per-host crawl rate limits: when each host may next be fetched, on an injected monotonic clock."""
+"""Per-host crawl rate limits: when each host may next be fetched, on an injected clock."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ UNLIMITED = 0
 WINDOW_S = 60.0
 # Callers often compute `now + wait`, which can land an ulp short of the due time.
 TOLERANCE_S = 1e-9
+# A claimed slot is missed when its start comes this share of an interval late.
+LATE_FRACTION = 0.1
 
 
 def _check_rate(urls_per_minute: int) -> int:
@@ -43,6 +45,31 @@ def _check_delay(delay_s: float | None) -> float | None:
     return float(delay_s)
 
 
+def claim_slot(next_start: float | None, now: float, interval_s: float) -> tuple[float, float]:
+    """Virtual scheduling (GCRA without a burst): the start a claim gets, and the next to store.
+
+    `next_start` is the shared schedule's value (None when there is none yet). A claim takes that
+    slot, or `now` when the host has been idle since (missed slots are not made up), and moves
+    the schedule one interval on, so claims made at once by several replicas get distinct slots.
+    """
+    if not math.isfinite(interval_s) or interval_s < 0:
+        raise ValueError(f"interval must be a finite number of seconds >= 0, got {interval_s!r}")
+    start = now if next_start is None or not math.isfinite(next_start) else max(next_start, now)
+    return start, start + interval_s
+
+
+def missed(slot: float, now: float, interval_s: float) -> bool:
+    """Whether a start at `now` is too late for `slot`: it would crowd the next slot's holder."""
+    return now - slot > LATE_FRACTION * interval_s
+
+
+def spacing_s(urls_per_minute: int, crawl_delay_s: float | None) -> float:
+    """Seconds between starts at a host: the rate's or the Crawl-delay's, the larger; 0: none."""
+    rate = _check_rate(urls_per_minute)
+    rate_interval = WINDOW_S / rate if rate else 0.0
+    return max(rate_interval, _check_delay(crawl_delay_s) or 0.0)
+
+
 class HostSchedule:
     """Fetch starts for one host: at most `urls_per_minute` in any 60 s, evenly spaced.
 
@@ -67,8 +94,7 @@ class HostSchedule:
 
     @property
     def interval_s(self) -> float:
-        rate_interval = WINDOW_S / self.urls_per_minute if self.urls_per_minute else 0.0
-        return max(rate_interval, self._crawl_delay_s or 0.0)
+        return spacing_s(self.urls_per_minute, self._crawl_delay_s)
 
     def set_crawl_delay(self, delay_s: float | None) -> None:
         """Change the robots.txt Crawl-delay; the new interval counts from the last slot."""
@@ -143,6 +169,10 @@ class Politeness:
 
     def crawl_delay(self, host: str) -> float | None:
         return self._delays.get(host)
+
+    def interval_s(self, host: str) -> float:
+        """Seconds between starts at `host`; 0 when nothing spaces them."""
+        return spacing_s(self.urls_per_minute, self._delays.get(host))
 
     def ready_at(self, host: str, now: float) -> float:
         schedule = self._hosts.get(host)
