@@ -74,7 +74,7 @@ def test_a_wrong_key_does_not_sign_in(stack: Stack) -> None:
         browser.find("#sign-in").click()
         assert "not valid" in browser.text("#login-error")
         browser.open("/console/static/app.js")
-        assert "sign in first" in browser.driver.page_source
+        browser.wait_for(lambda: "sign in first" in browser.driver.page_source, "the refusal")
     finally:
         browser.close()
 
