@@ -72,6 +72,7 @@ bench: $(STAMP)
 	@bash deploy/install-debian-packages.sh $(BENCH_DEBIAN_PACKAGES)
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.crawl
+	$(BIN)/python -m bench.crawl_scale
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.tune_scaling
 	$(BIN)/pip install --quiet --disable-pip-version-check $(BENCH_PIP_PACKAGES)
