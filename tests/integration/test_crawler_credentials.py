@@ -113,6 +113,13 @@ class Platform(Stack):
 
 @pytest.fixture
 async def platform(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
+    async with two_crawlers(nats_url, data_dir) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def two_crawlers(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
+    """Two crawler replicas, an indexer and the gateway, each on its own bus connection."""
     shared = SharedSettings(data_dir=data_dir)
     names = ("crawler-a", "crawler-b", "indexer", "gateway")
     buses = [await Bus.connect(nats_url, source=n) for n in names]

@@ -10,60 +10,26 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
 from contracts import topology
 from runtime.bus import Bus
-from runtime.service import Service
-from runtime.settings import SharedSettings
 from runtime.topology import ensure_bucket
 from services.crawler.adapters.host_slots import SharedSlots
-from services.crawler.app import build as build_crawler
-from services.crawler.config import Settings as CrawlerSettings
 from services.crawler.engine import CrawlEngine
-from services.gateway.adapters.bootstrap import load_or_create_credentials
-from services.gateway.config import BootstrapSettings
-from services.indexer.app import build as build_indexer
-from services.indexer.config import Settings as IndexerSettings
-from tests.conftest import serving_gateway
-from tests.integration.test_crawler import Site, page
-from tests.integration.test_crawler_credentials import Platform, seeds, serving
-
-# Server-side times of requests include the wake-up and the loopback round trip of each.
-JITTER_S = 0.12
+from tests.integration.test_crawler import page
+from tests.integration.test_crawler_credentials import Platform, seeds, serving, two_crawlers
 
 
 @pytest.fixture
-async def replicas(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
-    """Two crawler replicas (two URLs at a time each), an indexer and the gateway."""
-    shared = SharedSettings(data_dir=data_dir)
-    names = ("crawler-a", "crawler-b", "indexer", "gateway")
-    buses = [await Bus.connect(nats_url, source=n) for n in names]
-    crawler = CrawlerSettings(allowed_networks="127.0.0.0/8", concurrency=2)
-    services: list[Service] = [
-        await build_crawler(buses[0], crawler, shared),
-        await build_crawler(buses[1], crawler, shared),
-        await build_indexer(buses[2], IndexerSettings(commit_interval_s=0.05), shared),
-    ]
-    for service in services:
-        await service.start()
-    credentials = load_or_create_credentials(data_dir, BootstrapSettings())
-    async with serving_gateway(buses[3], shared, request_timeout_s=20) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            yield Platform(
-                http,
-                url,
-                credentials.api_key,
-                credentials.access_key_id,
-                credentials.secret_access_key,
-                Site(),
-            )
-    for service in services:
-        await service.stop()
-    for bus in buses:
-        await bus.close()
+async def platform(nats_url: str, data_dir: Path) -> AsyncIterator[Platform]:
+    async with two_crawlers(nats_url, data_dir) as running:
+        yield running
+
+
+# Server-side times of requests include the wake-up and the loopback round trip of each.
+JITTER_S = 0.12
 
 
 def _site(pages: dict[str, str], starts: list[tuple[float, str]]) -> web.Application:
@@ -130,7 +96,7 @@ async def test_slots_claimed_by_two_replicas_are_distinct_and_spaced(
 
 
 async def test_two_replicas_keep_one_rate_for_a_host(
-    replicas: Platform, unique: str, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engines = _engines_fetching(monkeypatch)
     starts: list[tuple[float, str]] = []
@@ -143,12 +109,12 @@ async def test_two_replicas_keep_one_rate_for_a_host(
         },
     }
     async with serving(_site(pages, starts)) as url:
-        index_id = await replicas.index(f"rates-{unique}")
+        index_id = await platform.index(f"rates-{unique}")
         # 60 a minute: one start a second, for both replicas together.
-        source_id = await replicas.source(
+        source_id = await platform.source(
             index_id, "owls", seeds(url, MaxUrlsPerMinuteCrawlRate=60)
         )
-        job = await replicas.sync(index_id, source_id)
+        job = await platform.sync(index_id, source_id)
     assert job["Status"] == "SUCCEEDED" and job["TrellisMetrics"]["added"] == 12, job
     assert len(engines) == 2  # both replicas fetched pages of the host
     times = [t for t, _ in starts]
@@ -157,11 +123,11 @@ async def test_two_replicas_keep_one_rate_for_a_host(
     # Each replica alone at 60 a minute would let the two start as close as they like.
     assert min(gaps) >= 1.0 - JITTER_S, gaps
     assert times[-1] - times[0] >= 11.0 - JITTER_S
-    await replicas.drop(index_id)
+    await platform.drop(index_id)
 
 
 async def test_stopping_a_sync_ends_the_urls_waiting_for_their_slot(
-    replicas: Platform, unique: str, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     in_flight: list[str] = []
     original = CrawlEngine._process
@@ -178,24 +144,24 @@ async def test_stopping_a_sync_ends_the_urls_waiting_for_their_slot(
     shelves = [f"/shelf/{i}.html" for i in range(4)]
     pages = {path: page(f"Shelf {path}", f"Books on {path}.") for path in ["/", *shelves]}
     async with serving(_site(pages, starts)) as url:
-        index_id = await replicas.index(f"stop-{unique}")
+        index_id = await platform.index(f"stop-{unique}")
         # One a minute: after the first fetch the others wait a minute or more for their slots.
         configuration = seeds(
             url,
             MaxUrlsPerMinuteCrawlRate=1,
             Urls={"SeedUrlConfiguration": {"SeedUrls": [f"{url}/", *(url + s for s in shelves)]}},
         )
-        source_id = await replicas.source(index_id, "shelves", configuration)
-        await replicas.call("start_data_source_sync_job", Id=source_id, IndexId=index_id)
+        source_id = await platform.source(index_id, "shelves", configuration)
+        await platform.call("start_data_source_sync_job", Id=source_id, IndexId=index_id)
         await _until(lambda: len(starts) == 1 and len(in_flight) >= 3, 20.0)
-        await replicas.call("stop_data_source_sync_job", Id=source_id, IndexId=index_id)
+        await platform.call("stop_data_source_sync_job", Id=source_id, IndexId=index_id)
         stopped = time.monotonic()
         await _until(lambda: not in_flight, 10.0)
         assert time.monotonic() - stopped < 5.0
         assert len(starts) == 1  # nothing was fetched after the stop
-        listed = await replicas.call("list_data_source_sync_jobs", Id=source_id, IndexId=index_id)
+        listed = await platform.call("list_data_source_sync_jobs", Id=source_id, IndexId=index_id)
         assert listed["History"][0]["Status"] == "STOPPED"
-    await replicas.drop(index_id)
+    await platform.drop(index_id)
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float) -> None:

@@ -150,18 +150,19 @@ export function serial(fn) {
   };
 }
 
-// A table from column specs [{label, value: row => text|Node, class?}] and rows.
-export function table(columns, rows, { caption, empty = "Nothing yet." } = {}) {
+// A table from column specs [{label, value: row => text|Node, class?}] and rows; `rowAttrs`
+// gives each row's attributes (ids for tests, a class to mark one).
+export function table(columns, rows, { caption, empty = "Nothing yet.", rowAttrs = () => ({}) } = {}) {
   if (!rows.length) return h("p", { class: "empty" }, empty);
   return h(
     "table",
     {},
     caption ? h("caption", {}, caption) : null,
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c.label)))),
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
     h(
       "tbody",
       {},
-      rows.map((row) => h("tr", {}, columns.map((c) => h("td", { class: c.class }, c.value(row))))),
+      rows.map((row) => h("tr", rowAttrs(row), columns.map((c) => h("td", { class: c.class }, c.value(row))))),
     ),
   );
 }

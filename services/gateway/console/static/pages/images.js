@@ -30,16 +30,6 @@ export async function render(root, params) {
 // -- helpers this page needs beyond lib.js -----------------------------------------------------
 
 
-// Like lib.table, with attributes per row (ids for tests).
-function rowTable(columns, rows, { caption, empty, rowAttrs = () => ({}) }) {
-  if (!rows.length) return h("p", { class: "empty" }, empty);
-  return h(
-    "table", {},
-    caption ? h("caption", {}, caption) : null,
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
-    h("tbody", {}, rows.map((row) => h("tr", rowAttrs(row), columns.map((c) => h("td", { class: c.class }, c.value(row)))))),
-  );
-}
 
 // Shows what make() builds unless `data` is what the box already shows: live refreshes that
 // change nothing keep the DOM (and what the user opened or selected in it) as it is.
@@ -228,7 +218,7 @@ async function renderIndex(root) {
 }
 
 function buildsTable(builds) {
-  return rowTable(
+  return table(
     [
       { label: "Build", value: (b) => h("a", { href: `#/images/build/${encodeURIComponent(b.id)}`, class: "mono" }, b.id) },
       { label: "Repository", value: (b) => b.request.repository },
@@ -254,7 +244,7 @@ async function imagesTable(box) {
   const versions = await Promise.all(images.map((i) => api("GET", `/v1/images/${encodeURIComponent(i.ImageName)}/versions`)
     .then((r) => r.ImageVersions).catch(() => [])));
   const rows = images.map((image, i) => ({ image, versions: versions[i] }));
-  showData(box, rows, () => rowTable(
+  showData(box, rows, () => table(
     [
       { label: "Image", value: (r) => h("a", { href: `#/images/image/${encodeURIComponent(r.image.ImageName)}` }, r.image.ImageName) },
       { label: "Display name", value: (r) => r.image.DisplayName || "—" },
@@ -288,7 +278,7 @@ function configSummary(config) {
 
 async function configsTable(box) {
   const { AppImageConfigs: configs } = await api("GET", "/v1/app-image-configs");
-  showData(box, configs, () => rowTable(
+  showData(box, configs, () => table(
     [
       { label: "Name", value: (c) => c.AppImageConfigName },
       { label: "Settings", value: (c) => configSummary(c) },
@@ -310,7 +300,7 @@ function attachedOf(settings) {
 async function domainsTable(box) {
   const { Domains: domains } = await api("GET", "/v1/domains");
   const described = await Promise.all(domains.map((d) => api("GET", `/v1/domains/${encodeURIComponent(d.DomainId)}`).catch(() => d)));
-  showData(box, described, () => rowTable(
+  showData(box, described, () => table(
     [
       { label: "Domain", value: (d) => h("a", { href: `#/images/domain/${encodeURIComponent(d.DomainId)}` }, d.DomainName) },
       { label: "Id", value: (d) => h("span", { class: "mono" }, d.DomainId) },
@@ -750,7 +740,7 @@ async function renderDomain(root, domainId) {
 function attachedTable(domain, defaults, onDetach) {
   const launchable = new Map((defaults.Images || []).map((e) => [`${e.App}/${e.ImageName}`, e]));
   const rows = attachedOf(domain.DefaultUserSettings);
-  return rowTable(
+  return table(
     [
       { label: "App", value: (r) => r.app },
       { label: "Image", value: (r) => h("a", { href: `#/images/image/${encodeURIComponent(r.ImageName)}` }, r.ImageName) },
@@ -784,7 +774,7 @@ function attachedTable(domain, defaults, onDetach) {
 
 function launcherTable(launch) {
   const who = launch.UserProfileName ? `user ${launch.UserProfileName}` : "the domain's default settings";
-  return rowTable(
+  return table(
     [
       { label: "Name", value: (e) => h("b", {}, e.DisplayName) },
       { label: "App", value: (e) => e.App },

@@ -2,6 +2,7 @@
 // live trial table, best-so-far chart and (multi-objective) Pareto front, with a Stop button.
 
 import {
+  table,
   serial,
   act, api, badge, chart, color, errorBox, formatNumber, formatTime, h, live, show, throttle,
 } from "../lib.js";
@@ -22,16 +23,6 @@ export async function render(root, params) {
 // -- helpers this page needs beyond lib.js -----------------------------------------------------
 
 
-// Like lib.table, with attributes per row (ids for tests, a class for the best trial).
-function rowTable(columns, rows, { caption, empty, rowAttrs = () => ({}) }) {
-  if (!rows.length) return h("p", { class: "empty" }, empty);
-  return h(
-    "table", {},
-    caption ? h("caption", {}, caption) : null,
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.class }, c.label)))),
-    h("tbody", {}, rows.map((row) => h("tr", rowAttrs(row), columns.map((c) => h("td", { class: c.class }, c.value(row)))))),
-  );
-}
 
 // Replaces a chart, keeping its data table open if the user opened it.
 function replaceChart(holder, figure) {
@@ -157,7 +148,7 @@ async function renderList(root) {
     const key = JSON.stringify([listed, [...described]]);
     if (key === lastShown) return; // nothing changed
     lastShown = key;
-    show(jobsBox, rowTable(
+    show(jobsBox, table(
       [
         { label: "Name", class: "nowrap", value: (j) => h("a", { href: `#/tuning/${encodeURIComponent(j.name)}`, class: "job-link" }, j.name) },
         { label: "Status", value: (j) => [badge(j.status), j.stop_reason ? h("div", { class: "hint small" }, j.stop_reason) : null] },
@@ -380,7 +371,7 @@ function trialTable(job, trials) {
   const attr = job.spec.scheduler.resource_attr;
   const bestId = job.best?.trial_id;
   const front = new Set((job.pareto?.trials || []).map((t) => t.trial_id));
-  return rowTable(
+  return table(
     [
       { label: "Trial", class: "num", value: (t) => `${t.trial_id}` },
       { label: "Config", value: (t) => h("code", {}, configText(t.config)) },
