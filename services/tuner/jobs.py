@@ -37,6 +37,7 @@ from services.tuner.domain.jobs import (
     JobSpecError,
     Launch,
     TrialRecord,
+    best_of,
     build_scheduler,
 )
 
@@ -146,7 +147,7 @@ class Jobs:
                         "stop_reason": j.stop_reason,
                         "scheduler": j.spec.scheduler.type,
                         "trial_counts": dict(Counter(t.status for t in j.trials.values())),
-                        "best": JobEngine(j).best(),
+                        "best": best_of(j),
                     }
                     for j in jobs
                 ]

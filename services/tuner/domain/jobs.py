@@ -149,6 +149,33 @@ def build_scheduler(spec: TuningJobSpec) -> Scheduler:
         raise JobSpecError(f"scheduler: {exc}") from None
 
 
+def finals_of(record: JobRecord) -> list[tuple[TrialRecord, dict[str, float]]]:
+    """Each trial's best report on the job's metrics (the first metric decides)."""
+    metric = record.spec.metrics[0]
+    sign = 1.0 if metric.mode == "min" else -1.0
+    out = []
+    for trial in record.trials.values():
+        good = [
+            _numeric(r)
+            for r in trial.reports
+            if "ignored" not in r and all(m.name in r for m in record.spec.metrics)
+        ]
+        if good:
+            out.append((trial, min(good, key=lambda r: sign * r[metric.name])))
+    return out
+
+
+def best_of(record: JobRecord) -> dict[str, Any] | None:
+    """The best trial so far: no scheduler needed (a job listing reads it for every job)."""
+    metric = record.spec.metrics[0]
+    sign = 1.0 if metric.mode == "min" else -1.0
+    finals = finals_of(record)
+    if not finals:
+        return None
+    trial, metrics = min(finals, key=lambda tm: sign * tm[1][metric.name])
+    return {"trial_id": trial.trial_id, "config": trial.config, "metrics": metrics}
+
+
 class JobEngine:
     """One job's decisions. The caller persists `record` (with the scheduler's state) after each
     step and then carries out the launches and controls it returned."""
@@ -423,28 +450,10 @@ class JobEngine:
     # -- results -----------------------------------------------------------------------------
 
     def finals(self) -> list[tuple[TrialRecord, dict[str, float]]]:
-        """Each trial's best report on the job's metrics (the first metric decides)."""
-        metric = self.spec.metrics[0]
-        sign = 1.0 if metric.mode == "min" else -1.0
-        out = []
-        for trial in self.record.trials.values():
-            good = [
-                _numeric(r)
-                for r in trial.reports
-                if "ignored" not in r and all(m.name in r for m in self.spec.metrics)
-            ]
-            if good:
-                out.append((trial, min(good, key=lambda r: sign * r[metric.name])))
-        return out
+        return finals_of(self.record)
 
     def best(self) -> dict[str, Any] | None:
-        metric = self.spec.metrics[0]
-        sign = 1.0 if metric.mode == "min" else -1.0
-        finals = self.finals()
-        if not finals:
-            return None
-        trial, metrics = min(finals, key=lambda tm: sign * tm[1][metric.name])
-        return {"trial_id": trial.trial_id, "config": trial.config, "metrics": metrics}
+        return best_of(self.record)
 
     def pareto(self) -> dict[str, Any]:
         """The non-dominated trials over the job's metrics, and their hypervolume."""
