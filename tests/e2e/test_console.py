@@ -239,6 +239,7 @@ def _stored_registrations(stack: Stack) -> None:
     )
 
 
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"AFD sample data not found at {SAMPLES}")
 def test_train_a_fraud_model_and_move_its_threshold(
     browser: Browser, stack: Stack, screenshots: Path
 ) -> None:
