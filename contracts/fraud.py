@@ -405,6 +405,12 @@ class GetEventPrediction(AfdMessage):
     event_timestamp: str
     event_variables: dict[str, str] = Field(min_length=1)
     external_model_endpoint_data_blobs: dict[str, Any] | None = None
+    explain: bool = Field(
+        default=True,
+        description="Trellis's addition: return each model's top variable impacts (SHAP, "
+        "in log-odds) as `explanations`. AFD's response has no place for them, so the AWS "
+        "endpoint asks for them only when the request sets it.",
+    )
 
 
 class BacktestDetectorVersion(AfdMessage):

@@ -113,6 +113,7 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         inference_artifacts,
         instance_id=service.instance_id,
         training_threads=settings.training_threads,
+        scoring=settings.scoring,
     )
     detectors = Detectors(ops, models)
     imports = BatchImports(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -27,4 +28,11 @@ class Settings(ServiceSettings):
     )
     training_threads: int = Field(
         default=0, ge=0, le=256, description="LightGBM threads (0: all cores)."
+    )
+    scoring: Literal["local", "inference"] = Field(
+        default="local",
+        description="How GetEventPrediction runs an ACTIVE model: 'local' in this process's ONNX "
+        "Runtime (the same model and providers the inference service loads; no network hop), "
+        "'inference' as a request to the inference service. Batch scoring always uses the "
+        "inference service.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from datetime import datetime
 from typing import Any, Protocol
@@ -41,7 +42,13 @@ from services.fraud.operations import FraudOperations, Output
 
 class ModelScorer(Protocol):
     async def score(
-        self, model_id: str, model_type: str, version: str, event: dict[str, Any]
+        self,
+        model_id: str,
+        model_type: str,
+        version: str,
+        event: dict[str, Any],
+        *,
+        explain: bool = True,
     ) -> tuple[float, list[dict[str, Any]]]: ...
 
     async def score_frame(
@@ -349,11 +356,48 @@ class Detectors:
             "ENTITY_ID": entity.entity_id,
             **values,
         }
+        stored: asyncio.Future[None] | None = None
+        if event_type.event_ingestion == "ENABLED":
+            # AFD stores the events it scores; so does Trellis (TFI histories learn from them).
+            # The publish runs while the event is scored, and the answer waits for its ack: the
+            # event is durable before anyone hears of the prediction, at no cost in latency.
+            # (Aggregates count only events strictly before an event, so it never sees itself.)
+            stored = asyncio.ensure_future(
+                self.ops.store_event(
+                    event_type.name,
+                    request.event_id,
+                    request.event_timestamp,
+                    entity,
+                    raw,
+                    wait=False,
+                )
+            )
+        try:
+            output = await self._predict(version, event, typed, explain=request.explain)
+        except Exception:
+            if stored is not None:
+                with contextlib.suppress(Exception):
+                    await stored
+            raise
+        if stored is not None:
+            await stored
+        return output
+
+    async def _predict(
+        self,
+        version: DetectorVersionRecord,
+        event: dict[str, Any],
+        typed: dict[str, object],
+        *,
+        explain: bool,
+    ) -> Output:
         model_scores = []
         explanations = []
         scored = await asyncio.gather(
             *(
-                self.scorer.score(m["modelId"], m["modelType"], m["modelVersionNumber"], event)
+                self.scorer.score(
+                    m["modelId"], m["modelType"], m["modelVersionNumber"], event, explain=explain
+                )
                 for m in version.model_versions
             )
         )
@@ -365,17 +409,14 @@ class Detectors:
         matched = await self.matched_rules(
             version, typed, await self.ops.list_elements(cached=True)
         )
-        if event_type.event_ingestion == "ENABLED":
-            # AFD stores the events it scores; so does Trellis (TFI histories learn from them).
-            await self.ops.store_event(
-                event_type.name, request.event_id, request.event_timestamp, entity, raw, wait=False
-            )
-        return {
+        output: Output = {
             "modelScores": model_scores,
             "ruleResults": matched,
             "externalModelOutputs": [],
-            "explanations": explanations,
         }
+        if explain:
+            output["explanations"] = explanations
+        return output
 
     async def matched_rules(
         self, version: DetectorVersionRecord, typed: dict[str, object], lists: dict[str, list[str]]

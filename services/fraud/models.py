@@ -46,6 +46,7 @@ from services.fraud.domain.resources import (
     refuse_delete,
 )
 from services.fraud.operations import FraudOperations, Output
+from services.inference.adapters.onnx_session import OnnxRunner, cuda_available
 
 log = logging.getLogger("trellis.fraud.models")
 LEASE = timedelta(minutes=2)
@@ -62,6 +63,7 @@ class ServingBundle:
     feature_variable: dict[str, str]
     event_type: str
     history: Any = None  # TFI: the entities' recent events, kept current from the event log
+    runner: OnnxRunner | None = None  # the served ONNX model in this process ("local" scoring)
 
 
 class Models:
@@ -73,6 +75,7 @@ class Models:
         *,
         instance_id: str,
         training_threads: int = 0,
+        scoring: str = "local",
     ) -> None:
         self.ops = ops
         self.stores = ops.stores
@@ -80,6 +83,7 @@ class Models:
         self.inference_artifacts = inference_artifacts
         self.instance_id = instance_id
         self.training_threads = training_threads
+        self.scoring = scoring
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._bundles: dict[str, ServingBundle] = {}
 
@@ -419,21 +423,11 @@ class Models:
     async def _deploy(self, version: ModelVersionRecord) -> str:
         """Register the version's ONNX model with the inference service and wait until it serves."""
         bundle = await self._bundle(version)
-        name = f"fraud-{version.model_id.replace('_', '-')}-{version.version.replace('.', '-')}"
+        name = _served_name(version)
         onnx_bytes = await self.artifacts.read(version.artifacts["model.onnx"])
         object_name = f"{name}/1/model.onnx"
         await self.inference_artifacts.put(object_name, onnx_bytes)
-        features = bundle.pipeline.feature_names
-        config = ModelConfig(
-            name=name,
-            version=1,
-            task="tabular_scoring",
-            description=f"Fraud model {version.model_id} {version.version}",
-            artifacts={"cpu": object_name},
-            feature_names=features,
-            inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, len(features)])],
-            batching=Batching(max_batch_size=1024, max_queue_delay_us=500, instances=2),
-        )
+        config = _serving_config(name, version, bundle.pipeline.feature_names, object_name)
         status = await self.ops.bus.request(
             subjects.INFERENCE_REGISTER_MODEL,
             RegisterModelCommand(config=config),
@@ -465,6 +459,10 @@ class Models:
             model_str=(await self.artifacts.read(version.artifacts["booster.txt"])).decode()
         )
         model = (await self.stores.models.get(version.model_id)).value
+        runner = None
+        if self.scoring == "local":
+            onnx_bytes = await self.artifacts.read(version.artifacts["model.onnx"])
+            runner = await asyncio.to_thread(_local_runner, version, pipeline, onnx_bytes)
         bundle = ServingBundle(
             pipeline,
             calibration.score,
@@ -472,6 +470,7 @@ class Models:
             version.inference_model or "",
             dict(pipeline.feature_variable),
             model.event_type_name,
+            runner=runner,
         )
         if pipeline.is_tfi:
             # Aggregates are served from memory: replay the stored events of the event type.
@@ -538,34 +537,83 @@ class Models:
         return (await self.stores.model_versions.get(key)).value
 
     async def score(
-        self, model_id: str, model_type: str, version_number: str, event: dict[str, Any]
+        self,
+        model_id: str,
+        model_type: str,
+        version_number: str,
+        event: dict[str, Any],
+        *,
+        explain: bool = True,
     ) -> tuple[float, list[dict[str, Any]]]:
-        from services.fraud.adapters.onnx_export import explain
+        """One event's 0-1000 score and, with `explain`, its top variable impacts."""
+        from services.fraud.adapters.onnx_export import explain as variable_impacts
 
         key = f"{model_id}.{version_number}"
         version = await self.ops.hot.get(("model_version", key), lambda: self._version(key))
         if version.status != "ACTIVE" or not version.inference_model:
             raise ValidationFailed(f"model {model_id} version {version_number} is not ACTIVE")
         bundle = await self._bundle(version)
-        frame = _event_frame(event)
-        features = bundle.pipeline.transform(frame, history=bundle.history)
-        row = {
-            name: (None if np.isnan(value) else float(value))
-            for name, value in zip(bundle.pipeline.feature_names, features.row(0), strict=True)
-        }
-        reply = await self.ops.bus.request(
-            subjects.model_infer(version.inference_model),
-            InferRequest(rows=[row]),
-            InferReply,
-            timeout_s=5,
-            service="inference",
+        timestamp = _parse(str(event["EVENT_TIMESTAMP"]), "eventTimestamp")
+        features = bundle.pipeline.transform_one(
+            {**event, "EVENT_TIMESTAMP": timestamp}, history=bundle.history
         )
-        probability = float((reply.scores or [0.0])[0])
+        if features is None:  # a value only the batch path reads exactly
+            frame = _event_frame(event)
+            features = (
+                bundle.pipeline.transform(frame, history=bundle.history)
+                .to_numpy()
+                .astype(np.float32)
+            )
+        if bundle.runner is not None:
+            outputs = bundle.runner.run({bundle.runner.input_names[0]: features})
+            probability = float(np.asarray(outputs["probabilities"])[0, 1])
+        else:
+            row = {
+                name: (None if np.isnan(value) else float(value))
+                for name, value in zip(bundle.pipeline.feature_names, features[0], strict=True)
+            }
+            reply = await self.ops.bus.request(
+                subjects.model_infer(version.inference_model),
+                InferRequest(rows=[row]),
+                InferReply,
+                timeout_s=5,
+                service="inference",
+            )
+            probability = float((reply.scores or [0.0])[0])
         score = float(np.round(bundle.score(np.array([probability]))[0], 1))
-        impacts = explain(
-            bundle.booster, features.to_numpy().astype(np.float32), bundle.feature_variable, top=5
-        )
+        if not explain:
+            return score, []
+        impacts = variable_impacts(bundle.booster, features, bundle.feature_variable, top=5)
         return score, [{"variableName": v, "logOddsImpact": round(float(c), 4)} for v, c in impacts]
+
+
+def _served_name(version: ModelVersionRecord) -> str:
+    return f"fraud-{version.model_id.replace('_', '-')}-{version.version.replace('.', '-')}"
+
+
+def _serving_config(
+    name: str, version: ModelVersionRecord, features: list[str], object_name: str
+) -> ModelConfig:
+    """How a version is served: by the inference service, and in-process for "local" scoring."""
+    return ModelConfig(
+        name=name,
+        version=1,
+        task="tabular_scoring",
+        description=f"Fraud model {version.model_id} {version.version}",
+        artifacts={"cpu": object_name},
+        feature_names=features,
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, len(features)])],
+        batching=Batching(max_batch_size=1024, max_queue_delay_us=500, instances=2),
+    )
+
+
+def _local_runner(
+    version: ModelVersionRecord, pipeline: FeaturePipeline, onnx_bytes: bytes
+) -> OnnxRunner:
+    # One intra-op thread: a one-row tree ensemble gains nothing from more, and the service's
+    # event loop and LightGBM's explanations need the other cores.
+    config = _serving_config(_served_name(version), version, pipeline.feature_names, "model.onnx")
+    return OnnxRunner(onnx_bytes, config, has_cuda=cuda_available(), intra_op_threads=1)
 
 
 def _event_frame(event: dict[str, Any]) -> pl.DataFrame:

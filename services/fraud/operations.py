@@ -115,8 +115,9 @@ class FraudOperations:
         self.region = region
         self.account_id = account_id
         self.import_roots = [p.resolve() for p in import_roots]
-        # Predictions read the same resources on every request; they may lag writes by a second.
-        self.hot = TtlCache(ttl_s=1.0)
+        # Predictions read the same resources on every request; they may lag writes by a second,
+        # or by two while a refresh is under way (a refresh never holds a prediction up).
+        self.hot = TtlCache(ttl_s=1.0, stale_s=1.0)
         self.uploads = uploads
         self.upload_cache = upload_cache or Path("var/fraud/uploads")
 

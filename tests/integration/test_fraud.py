@@ -472,6 +472,38 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
     output = (afd.imports / "score-1-predictions.csv").read_text().splitlines()
     assert output[0].startswith("EVENT_ID") and "registration_model_insightscore" in output[0]
     assert len(output) == 11 and all(("review" in r) or ("approve" in r) for r in output[1:])
+    # The online path (one-event features, the model in the fraud service's own ONNX Runtime)
+    # scores an event exactly as the batch path (polars features, the inference service) did.
+    header = output[0].split(",")
+    batch_scores = {
+        row["EVENT_ID"]: float(row["registration_model_insightscore"])
+        for row in (dict(zip(header, line.split(","), strict=True)) for line in output[1:])
+    }
+    for i, line in enumerate(rows[:10]):
+        ip, email, timestamp, _ = line.split(",")
+        request = {
+            "detectorId": "registration_detector",
+            "eventId": f"online-{i}",
+            "eventTypeName": "registration",
+            "eventTimestamp": timestamp,
+            "entities": [{"entityType": "customer", "entityId": f"c-{i}"}],
+            "eventVariables": {"ip_address": ip, "email_address": email},
+        }
+        online = await afd.rest("POST", "/v1/fraud/GetEventPrediction", json=request)
+        assert online.status_code == 200, online.text
+        [online_scores] = online.json()["modelScores"]
+        assert (
+            online_scores["scores"]["registration_model_insightscore"] == batch_scores[f"batch-{i}"]
+        ), f"event {i}"
+    # REST returns each model's variable impacts unless told not to.
+    [explanation] = online.json()["explanations"]
+    impacts = explanation["variableImpacts"]
+    assert impacts and {i["variableName"] for i in impacts} <= {"ip_address", "email_address"}
+    assert all(isinstance(i["logOddsImpact"], float) for i in impacts)
+    quiet = await afd.rest(
+        "POST", "/v1/fraud/GetEventPrediction", json={**request, "explain": False}
+    )
+    assert quiet.status_code == 200 and "explanations" not in quiet.json()
 
     # The scored event is stored, as AFD stores the events it predicts on.
     stored = (await afd("get_event", eventId="p-1", eventTypeName="registration"))["event"]
