@@ -81,11 +81,20 @@ def require_admin() -> Callable[[Request], Awaitable[Principal]]:
     return _requiring(ADMIN)
 
 
+def ensure_scope(principal: Principal, area: str, access: Access) -> None:
+    """403 unless the key holds `<area>:<access>` (or admin); for checks that depend on the body."""
+    _ensure(principal, required_scope(area, access))
+
+
+def _ensure(principal: Principal, scope: str) -> None:
+    if not allows(set(principal.scopes), scope):
+        raise AuthError(403, f"this key lacks the scope {scope!r}")
+
+
 def _requiring(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
-        if not allows(set(principal.scopes), scope):
-            raise AuthError(403, f"this key lacks the scope {scope!r}")
+        _ensure(principal, scope)
         return principal
 
     return dependency

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from nats.js.kv import KeyValue
 
 from contracts.envelope import utc_now
+from runtime.cache import TtlCache
 from runtime.errors import NotFound
 from runtime.kv import ResourceStore
 from services.gateway.adapters.bootstrap import BootstrapCredentials
@@ -34,6 +36,9 @@ class KeyStore:
         self.access_keys = ResourceStore(kv, AccessKey, "access key", prefix="aws.")
         self.sealer = sealer
         self.bootstrap = bootstrap
+        # Every request authenticates: key records are read at most once a second per gateway,
+        # so a revocation elsewhere takes effect within a second (here, at once).
+        self._recent = TtlCache(ttl_s=1.0)
 
     # -- REST API keys ---------------------------------------------------------------------
 
@@ -57,6 +62,7 @@ class KeyStore:
             key_id,
             lambda key: key if key.revoked_at else key.model_copy(update={"revoked_at": utc_now()}),
         )
+        self._recent.clear()
         return stored.value
 
     async def authenticate_bearer(self, token: str) -> Principal | None:
@@ -72,7 +78,9 @@ class KeyStore:
             return None
         key_id, secret = parsed
         try:
-            key = (await self.api_keys.get(key_id)).value
+            key: ApiKey = await self._recent.get(
+                ("api", key_id), lambda: self._value(self.api_keys, key_id)
+            )
         except NotFound:
             return None
         if key.revoked_at is not None or not secret_matches(secret, key.secret_hash):
@@ -101,6 +109,7 @@ class KeyStore:
             key_id,
             lambda key: key if key.revoked_at else key.model_copy(update={"revoked_at": utc_now()}),
         )
+        self._recent.clear()
         return stored.value
 
     async def access_key(self, key_id: str) -> tuple[str, Principal] | None:
@@ -113,7 +122,9 @@ class KeyStore:
         if not is_access_key_id(key_id):
             return None
         try:
-            key = (await self.access_keys.get(key_id)).value
+            key: AccessKey = await self._recent.get(
+                ("aws", key_id), lambda: self._value(self.access_keys, key_id)
+            )
         except NotFound:
             return None
         if key.revoked_at is not None:
@@ -123,3 +134,7 @@ class KeyStore:
         except InvalidToken:
             return None
         return secret, Principal(key_id=key.id, name=key.name, scopes=frozenset(key.scopes))
+
+    @staticmethod
+    async def _value(store: ResourceStore[Any], key_id: str) -> Any:
+        return (await store.get(key_id)).value

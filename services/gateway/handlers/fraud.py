@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from contracts import subjects, topology
 from contracts.fraud import AFD_OPERATIONS, FraudResult
 from runtime.errors import NotFound, ValidationFailed
-from services.gateway.auth import require
+from services.gateway.auth import ensure_scope, require
 from services.gateway.aws.dispatcher import parse_model
 from services.gateway.domain.keys import Access, Principal
 
@@ -54,13 +54,13 @@ async def _object_store(request: Request, bucket: str, *, create: bool = False) 
     "/{operation}", summary="Any Fraud Detector operation, with AFD's request and response shapes"
 )
 async def call(
-    operation: str, request: Request, _: ReadFraud, body: Annotated[dict[str, Any], Body()]
+    operation: str, request: Request, principal: ReadFraud, body: Annotated[dict[str, Any], Body()]
 ) -> Any:
     spec = OPERATIONS.get(operation)
     if spec is None:
         raise NotFound(f"unknown operation {operation!r}; one of {sorted(OPERATIONS)}")
     if not operation.startswith(_READS) or operation == "GetEventPrediction":
-        await require("fraud", Access.WRITE)(request)
+        ensure_scope(principal, "fraud", Access.WRITE)
     fixed = dict(spec.fixed)
     if set(body) & set(fixed):
         raise ValidationFailed(f"unknown parameters {sorted(set(body) & set(fixed))}")
