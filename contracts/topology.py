@@ -252,6 +252,8 @@ TUNE_JOBS = BucketSpec(
     description="Tuning jobs (job.<name>): spec, status, scheduler state, the trial table.",
     history=3,
 )
+# object store: <job>/<trial id>, a tar of the trial's checkpoint directory (bounded by workers)
+TUNE_CHECKPOINTS = "tune_checkpoints"
 TUNE_WORKERS = BucketSpec(
     name="tune_workers",
     description="Live tuner workers (<pool>.<worker>): slots, resources, cost; expires with them.",

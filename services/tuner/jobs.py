@@ -29,6 +29,7 @@ from runtime.bus import Bus
 from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
 from services.tuner.adapters import charts
+from services.tuner.adapters.checkpoints import delete_job_checkpoints
 from services.tuner.domain.jobs import (
     ACTIVE,
     Control,
@@ -43,6 +44,7 @@ from services.tuner.domain.jobs import (
 
 log = logging.getLogger("trellis.tuner")
 T = TypeVar("T")
+_OVER = frozenset({"Completed", "Stopped", "Failed"})
 
 
 def _now() -> datetime:
@@ -61,6 +63,7 @@ class Jobs:
         for attempt in range(10):
             async with self._locks[name]:
                 current = await self.store.get(name)
+                was_over = current.value.status in _OVER
                 engine = JobEngine(current.value)
                 result = step(engine)
                 launches, controls = engine.advance(_now())
@@ -71,6 +74,8 @@ class Jobs:
                         raise
                     continue
             await self._act(engine.record, launches, controls)
+            if not was_over and engine.record.status in _OVER:
+                await self._forget_checkpoints(name)
             return result
         raise AssertionError("unreachable")
 
@@ -82,6 +87,16 @@ class Jobs:
                 subjects.TUNE_TRIAL_CONTROL_REQUESTED,
                 TrialControl(job=job.spec.name, trial_id=control.trial_id, action=control.action),
             )
+
+    async def _forget_checkpoints(self, name: str) -> None:
+        """Nothing resumes once a job is over: its trials' stored checkpoints go."""
+        try:
+            removed = await delete_job_checkpoints(self.bus.js, name)
+        except Exception as exc:
+            log.warning("checkpoints of tuning job %s not removed: %s", name, type(exc).__name__)
+            return
+        if removed:
+            log.info("removed %d checkpoints of tuning job %s", removed, name)
 
     async def queue(self, job: JobRecord, trial: TrialRecord) -> None:
         spec = job.spec

@@ -36,6 +36,12 @@ from runtime.kv import ResourceStore
 from runtime.logs import configure_logging
 from runtime.settings import SharedSettings
 from runtime.topology import ensure_bucket, ensure_platform, ensure_stream
+from services.tuner.adapters.checkpoints import (
+    DEFAULT_MAX_CHECKPOINT_BYTES,
+    DEFAULT_STORE_BYTES,
+    CheckpointStore,
+    checkpoint_key,
+)
 from services.tuner.adapters.trial_process import TrialOutcome, TrialProcess, trial_argv
 from services.tuner.domain.jobs import ACTIVE, JobRecord
 
@@ -43,6 +49,9 @@ log = logging.getLogger("trellis.tuner.worker")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Settings a trial's script may see; everything else named TRELLIS_* (keys, secrets) is withheld.
 _PASSED_TRELLIS = {"TRELLIS_DATA_DIR", "TRELLIS_LOG_LEVEL"}
+# Ends after which the trial may run again (a promotion, or a requeue should this worker die
+# before the end is recorded): its checkpoint goes to the store so any worker can resume it.
+_SAVED_ON = frozenset({"paused", "completed", "no_report"})
 
 
 def trial_env(job: str, trial_id: int, pool: str) -> dict[str, str]:
@@ -74,6 +83,9 @@ class Worker:
         cost_per_hour: float = 0.0,
         ack_wait_s: float = 30.0,
         python: str = sys.executable,
+        max_checkpoint_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
+        checkpoint_store_bytes: int = DEFAULT_STORE_BYTES,
+        replicas: int = 1,
     ) -> None:
         self.bus = bus
         self.pool = pool
@@ -92,6 +104,11 @@ class Worker:
         self.cost_per_hour = cost_per_hour
         self.ack_wait_s = ack_wait_s
         self.python = python
+        # 0 keeps checkpoints on this machine only.
+        self.max_checkpoint_bytes = max_checkpoint_bytes
+        self.checkpoint_store_bytes = checkpoint_store_bytes
+        self.replicas = replicas
+        self._checkpoints: CheckpointStore | None = None
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}".lower()
         self.started_at = datetime.now(UTC)
         self.running: dict[tuple[str, int], TrialProcess] = {}
@@ -106,6 +123,7 @@ class Worker:
         self.jobs_kv = await ensure_bucket(js, topology.TUNE_JOBS)
         self.jobs = ResourceStore(self.jobs_kv, JobRecord, "tuning job", prefix="job.")
         self.workers = await ensure_bucket(js, topology.TUNE_WORKERS)
+        await self._checkpoint_store()
         await self.bus.subscribe(
             subjects.TUNE_TRIAL_CONTROL_REQUESTED, TrialControl, self.on_control
         )
@@ -236,8 +254,12 @@ class Worker:
         process = TrialProcess(
             argv, cwd=Path.cwd(), env=env, on_report=on_report, timeout_s=trial.timeout_s
         )
+        # Registered before the restore, so that a stop or pause sent meanwhile is not lost.
         self.running[(trial.job, trial.trial_id)] = process
+        notes: list[str] = []
         try:
+            if trial.resume:
+                await self._restore(trial, checkpoint, notes)
             try:
                 await process.start()
             except OSError as exc:
@@ -247,7 +269,69 @@ class Worker:
         finally:
             self.running.pop((trial.job, trial.trial_id), None)
             self.free_gpus.extend(held)
-        await self._ended(trial, outcome.reason, outcome.error, time.monotonic() - began, seq)
+        if outcome.reason in _SAVED_ON:
+            # Before the end is sent: the trial may be queued again the moment it is recorded.
+            await self._save(trial, checkpoint, notes)
+        error = "\n".join([outcome.error, *notes] if outcome.error else notes) or None
+        await self._ended(trial, outcome.reason, error, time.monotonic() - began, seq)
+
+    async def _checkpoint_store(self) -> CheckpointStore | None:
+        """The shared checkpoint bucket, opened on first use (and retried after a failure)."""
+        if self._checkpoints is None and self.max_checkpoint_bytes > 0:
+            try:
+                self._checkpoints = await CheckpointStore.open(
+                    self.bus.js,
+                    max_bytes=self.max_checkpoint_bytes,
+                    store_bytes=self.checkpoint_store_bytes,
+                    scratch=self.data_dir / "tuner",
+                    replicas=self.replicas,
+                )
+            except Exception as exc:
+                log.warning("checkpoint store unavailable: %s", _describe(exc))
+        return self._checkpoints
+
+    async def _restore(self, trial: TrialQueued, checkpoint: Path, notes: list[str]) -> None:
+        store = await self._checkpoint_store()
+        if store is None:
+            return
+        key = checkpoint_key(trial.job, trial.trial_id)
+        try:
+            fetched = await store.restore(key, checkpoint)
+        except Exception as exc:
+            problem = _describe(exc)
+            log.warning(
+                "trial %s of %s: checkpoint not restored: %s", trial.trial_id, trial.job, problem
+            )
+            notes.append(
+                f"[trellis] the stored checkpoint could not be restored ({problem}); "
+                "the trial went on from this worker's own copy, if any"
+            )
+            return
+        if fetched is not None:
+            log.info(
+                "trial %s of %s: checkpoint of attempt %s (worker %s) restored",
+                trial.trial_id,
+                trial.job,
+                fetched.attempt,
+                fetched.worker,
+            )
+
+    async def _save(self, trial: TrialQueued, checkpoint: Path, notes: list[str]) -> None:
+        store = await self._checkpoint_store()
+        if store is None:
+            return
+        key = checkpoint_key(trial.job, trial.trial_id)
+        try:
+            await store.save(key, checkpoint, attempt=trial.attempt, worker=self.id)
+        except Exception as exc:
+            problem = _describe(exc)
+            log.warning(
+                "trial %s of %s: checkpoint not stored: %s", trial.trial_id, trial.job, problem
+            )
+            notes.append(
+                f"[trellis] the checkpoint could not be stored ({problem}); "
+                "only this worker can resume the trial from it"
+            )
 
     async def _ended(
         self, trial: TrialQueued, reason: Any, error: str | None, elapsed: float, reports: int = 0
@@ -271,6 +355,11 @@ class Worker:
         )
 
 
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The worker's options, for `python -m services.tuner.worker` and `trellis tuner-worker`."""
     p.add_argument("--pool", required=True, help="the pool to join (a job or pool_param names it)")
@@ -288,6 +377,24 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="how soon a trial whose worker went silent goes to another worker",
+    )
+    p.add_argument(
+        "--max-checkpoint-mb",
+        type=int,
+        default=os.environ.get(
+            "TRELLIS_TUNER_MAX_CHECKPOINT_MB", str(DEFAULT_MAX_CHECKPOINT_BYTES // 2**20)
+        ),
+        help="largest checkpoint (tar) a trial may carry to another worker; 0 keeps checkpoints "
+        "on this machine (default 512, env TRELLIS_TUNER_MAX_CHECKPOINT_MB)",
+    )
+    p.add_argument(
+        "--checkpoint-store-mb",
+        type=int,
+        default=os.environ.get(
+            "TRELLIS_TUNER_CHECKPOINT_STORE_MB", str(DEFAULT_STORE_BYTES // 2**20)
+        ),
+        help="size of the shared checkpoint bucket, set by the worker that creates it "
+        "(default 2048, env TRELLIS_TUNER_CHECKPOINT_STORE_MB)",
     )
     return p
 
@@ -316,6 +423,9 @@ async def run_worker(args: argparse.Namespace) -> int:
         gpus=[g.strip() for g in args.gpus.split(",") if g.strip()],
         cost_per_hour=args.cost_per_hour,
         ack_wait_s=args.ack_wait_s,
+        max_checkpoint_bytes=max(args.max_checkpoint_mb, 0) * 2**20,
+        checkpoint_store_bytes=max(args.checkpoint_store_mb, 1) * 2**20,
+        replicas=shared.stream_replicas,
     )
     await worker.start()
     stop = asyncio.Event()
