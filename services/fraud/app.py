@@ -63,10 +63,13 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
             elif msg.subject == subjects.FRAUD_EVENT_LABEL_UPDATED:
                 events.apply_label(sequence, codec.decode(msg.data, EventLabelUpdated)[1])
             elif msg.subject == subjects.FRAUD_EVENT_DELETED:
-                events.apply_deleted(sequence, codec.decode(msg.data, EventDeleted)[1])
+                deleted = codec.decode(msg.data, EventDeleted)[1]
+                events.apply_deleted(sequence, deleted)
+                models.forget(deleted.event_type)
             elif msg.subject == subjects.FRAUD_EVENTS_PURGED:
                 event_type = codec.decode(msg.data, EventsPurged)[1].event_type
                 await asyncio.to_thread(events.apply_purged, sequence, event_type)
+                models.forget(event_type)
         except (codec.DecodeError, ValueError) as exc:
             await bus.dead_letter(
                 msg.subject,

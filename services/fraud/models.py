@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -86,6 +86,10 @@ class Models:
         self.scoring = scoring
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._bundles: dict[str, ServingBundle] = {}
+        self._building: dict[str, asyncio.Future[ServingBundle]] = {}
+        # TFI histories being rebuilt from the store, per event type: the events that arrive
+        # meanwhile, and whether a delete made the snapshot being replayed stale.
+        self._arriving: dict[str, list[_Arrivals]] = {}
 
     # -- models -------------------------------------------------------------------------------
 
@@ -445,6 +449,14 @@ class Models:
         cached = self._bundles.get(version.key)
         if cached is not None:
             return cached
+        building = self._building.get(version.key)
+        if building is None:
+            building = asyncio.ensure_future(self._build(version))
+            self._building[version.key] = building
+            building.add_done_callback(lambda _: self._building.pop(version.key, None))
+        return await asyncio.shield(building)
+
+    async def _build(self, version: ModelVersionRecord) -> ServingBundle:
         import lightgbm
 
         from services.fraud.domain.training import ScoreCalibration
@@ -473,16 +485,42 @@ class Models:
             runner=runner,
         )
         if pipeline.is_tfi:
-            # Aggregates are served from memory: replay the stored events of the event type.
-            history = pipeline.new_history()
-            stored = await asyncio.to_thread(self.ops.events.events, model.event_type_name)
-            await asyncio.to_thread(pipeline.observe, history, stored)
-            bundle.history = history
+            bundle.history = await self._replayed_history(pipeline, model.event_type_name)
         self._bundles[version.key] = bundle
         return bundle
 
+    async def _replayed_history(self, pipeline: FeaturePipeline, event_type: str) -> Any:
+        """Aggregates are served from memory: the stored events of the event type, replayed."""
+        for _ in range(5):
+            arrivals = _Arrivals()
+            self._arriving.setdefault(event_type, []).append(arrivals)
+            try:
+                history = pipeline.new_history()
+                stored = await asyncio.to_thread(self.ops.events.events, event_type)
+                await asyncio.to_thread(pipeline.observe, history, stored)
+            finally:
+                self._arriving[event_type].remove(arrivals)
+            if arrivals.stale:
+                continue  # an event was deleted while the store was read: read it again
+            # Events stored while the snapshot was read may or may not be in it; replaying them
+            # again is harmless, since an event seen twice replaces itself.
+            for event in arrivals.events:
+                pipeline.observe(history, _sent_frame(event))
+            return history
+        raise ValidationFailed(f"events of {event_type!r} keep changing; try again shortly")
+
+    def forget(self, event_type: str) -> None:
+        """Stored events of the event type were deleted: its TFI histories are rebuilt on next use."""
+        for key in [k for k, b in self._bundles.items() if b.history is not None]:
+            if self._bundles[key].event_type == event_type:
+                del self._bundles[key]
+        for arrivals in self._arriving.get(event_type, []):
+            arrivals.stale = True
+
     def observe(self, event: EventSent) -> None:
         """Keep TFI histories current as stored events arrive (called by the event view)."""
+        for arrivals in self._arriving.get(event.event_type, []):
+            arrivals.events.append(event)
         bundles = [
             b
             for b in self._bundles.values()
@@ -490,18 +528,7 @@ class Models:
         ]
         if not bundles:
             return
-        columns = {
-            "EVENT_ID": event.event_id,
-            "ENTITY_TYPE": event.entity_type,
-            "ENTITY_ID": event.entity_id,
-            **event.variables,
-        }
-        frame = pl.DataFrame(
-            {k: [v] for k, v in columns.items()}, schema={k: pl.Utf8 for k in columns}
-        )
-        frame = frame.with_columns(
-            pl.lit(event.event_timestamp).cast(pl.Datetime("us", "UTC")).alias("EVENT_TIMESTAMP")
-        )
+        frame = _sent_frame(event)
         for bundle in bundles:
             bundle.pipeline.observe(bundle.history, frame)
 
@@ -614,6 +641,25 @@ def _local_runner(
     # event loop and LightGBM's explanations need the other cores.
     config = _serving_config(_served_name(version), version, pipeline.feature_names, "model.onnx")
     return OnnxRunner(onnx_bytes, config, has_cuda=cuda_available(), intra_op_threads=1)
+
+
+@dataclass
+class _Arrivals:
+    events: list[EventSent] = field(default_factory=list)
+    stale: bool = False
+
+
+def _sent_frame(event: EventSent) -> pl.DataFrame:
+    columns = {
+        "EVENT_ID": event.event_id,
+        "ENTITY_TYPE": event.entity_type,
+        "ENTITY_ID": event.entity_id,
+        **event.variables,
+    }
+    frame = pl.DataFrame({k: [v] for k, v in columns.items()}, schema={k: pl.Utf8 for k in columns})
+    return frame.with_columns(
+        pl.lit(event.event_timestamp).cast(pl.Datetime("us", "UTC")).alias("EVENT_TIMESTAMP")
+    )
 
 
 def _event_frame(event: dict[str, Any]) -> pl.DataFrame:

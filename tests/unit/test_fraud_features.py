@@ -363,7 +363,7 @@ def test_batch_aggregates_equal_entity_history_on_whole_sample() -> None:
     order = sorted(range(len(rows)), key=lambda i: rows[i][1])
     seq: list[list[float]] = [[]] * len(rows)
     for i in order:
-        entity, ts, amount, values = rows[i]
+        entity, ts, amount, values, _ = rows[i]
         assert entity is not None
         seq[i] = list(h.features(entity, ts, values).values())
         h.observe(entity, ts, amount, values)
@@ -467,6 +467,36 @@ def test_entity_history_drops_old_events_but_keeps_value_counts() -> None:
     assert f["ENTITY_ID__secs_since_prev"] == 3600.0
     restored = EntityHistory.from_dict(json.loads(json.dumps(h.to_dict())))
     assert restored.features("e", T0 + timedelta(hours=100), {"card": "x"}) == f
+
+
+def test_an_event_seen_again_replaces_itself_in_the_history() -> None:
+    """A resent event (same id and time: AFD overwrites it) must not count twice."""
+    h = EntityHistory(amount_variable="amount", value_variables=["card"])
+    h.observe("e", T0, 10.0, {"card": "x"}, key="ev-1@t0")
+    h.observe("e", T0, 25.0, {"card": "y"}, key="ev-1@t0")  # the overwrite: new values
+    h.observe("e", T0, 5.0, {"card": "y"}, key="ev-2@t0")  # another event at the same time
+    later = T0 + timedelta(minutes=5)
+    f = h.features("e", later, {"card": "y"})
+    assert f["ENTITY_ID__count_1h"] == 2.0 and f["amount__entity_sum_1h"] == 30.0
+    assert f["card__entity_same_count"] == 2.0 and f["card__entity_distinct"] == 1.0
+    assert h.features("e", later, {"card": "x"})["card__entity_same_count"] == 0.0
+    restored = EntityHistory.from_dict(json.loads(json.dumps(h.to_dict())))
+    restored.observe("e", T0, 25.0, {"card": "y"}, key="ev-1@t0")
+    assert restored.features("e", later, {"card": "y"}) == f
+
+
+def test_pipeline_observe_keys_events_by_id_and_time() -> None:
+    ev = _sample("transaction_data_2K_coldstart.csv")
+    p = FeaturePipeline.fit(ev, TRANSACTION_VARIABLES, model_type="TRANSACTION_FRAUD_INSIGHTS")
+    once, twice = p.new_history(), p.new_history()
+    p.observe(once, ev)
+    p.observe(twice, ev)
+    # Retries come soon after: the newest events, within every entity's largest window.
+    p.observe(twice, ev.sort("EVENT_TIMESTAMP").tail(300))
+    probe = ev.tail(50).with_columns(
+        pl.col("EVENT_TIMESTAMP") + timedelta(seconds=1), pl.lit("probe").alias("EVENT_ID")
+    )
+    assert _same(p.transform(probe, history=twice), p.transform(probe, history=once))
 
 
 def test_window_labels() -> None:

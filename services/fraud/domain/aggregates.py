@@ -107,6 +107,7 @@ class _EntityState:
     amounts: list[int | None] = field(default_factory=list)
     values: list[tuple[str | None, ...]] = field(default_factory=list)
     value_counts: list[dict[str, int]] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)  # each recent event's identity
     last_ts: int | None = None
     before_last_ts: int | None = None  # greatest timestamp strictly below last_ts
 
@@ -150,21 +151,29 @@ class EntityHistory:
         timestamp: datetime,
         amount: float | None,
         values: Mapping[str, str | None],
+        *,
+        key: str | None = None,
     ) -> None:
-        """Record an event of `entity_id` (call after scoring it)."""
+        """Record an event of `entity_id` (call after scoring it).
+
+        `key` names the event (AFD: its id and timestamp): an event seen again with the same key
+        replaces the earlier one, as a resent event overwrites the stored one, instead of
+        counting twice (for events still within the largest window).
+        """
         st = self._entities.get(entity_id)
         if st is None:
             st = _EntityState(value_counts=[{} for _ in self.value_variables])
             self._entities[entity_id] = st
         t = _to_us(timestamp)
         vals = tuple(values.get(v) for v in self.value_variables)
+        if key is not None and self._replace(st, key, t, amount, vals):
+            return
         i = bisect.bisect_right(st.ts, t)
         st.ts.insert(i, t)
         st.amounts.insert(i, scaled_amount(amount))
         st.values.insert(i, vals)
-        for counts, val in zip(st.value_counts, vals, strict=True):
-            if val is not None:
-                counts[val] = counts.get(val, 0) + 1
+        st.keys.insert(i, key)
+        _count(st, vals, +1)
         if st.last_ts is None or t > st.last_ts:
             st.before_last_ts = st.last_ts
             st.last_ts = t
@@ -172,7 +181,20 @@ class EntityHistory:
             st.before_last_ts = t
         cut = bisect.bisect_left(st.ts, st.last_ts - self._horizon_us)
         if cut:
-            del st.ts[:cut], st.amounts[:cut], st.values[:cut]
+            del st.ts[:cut], st.amounts[:cut], st.values[:cut], st.keys[:cut]
+
+    @staticmethod
+    def _replace(
+        st: _EntityState, key: str, t: int, amount: float | None, vals: tuple[str | None, ...]
+    ) -> bool:
+        for i in range(bisect.bisect_left(st.ts, t), bisect.bisect_right(st.ts, t)):
+            if st.keys[i] == key:
+                _count(st, st.values[i], -1)
+                st.amounts[i] = scaled_amount(amount)
+                st.values[i] = vals
+                _count(st, vals, +1)
+                return True
+        return False
 
     def features(
         self, entity_id: str, timestamp: datetime, values: Mapping[str, str | None]
@@ -240,6 +262,7 @@ class EntityHistory:
                     "amounts": st.amounts,
                     "values": [list(v) for v in st.values],
                     "value_counts": st.value_counts,
+                    "keys": st.keys,
                     "last_ts": st.last_ts,
                     "before_last_ts": st.before_last_ts,
                 }
@@ -260,10 +283,21 @@ class EntityHistory:
                 amounts=list(e["amounts"]),
                 values=[tuple(v) for v in e["values"]],
                 value_counts=[dict(c) for c in e["value_counts"]],
+                keys=list(e.get("keys") or [None] * len(e["ts"])),
                 last_ts=e["last_ts"],
                 before_last_ts=e["before_last_ts"],
             )
         return h
+
+
+def _count(st: _EntityState, vals: tuple[str | None, ...], step: int) -> None:
+    for counts, val in zip(st.value_counts, vals, strict=True):
+        if val is not None:
+            left = counts.get(val, 0) + step
+            if left:
+                counts[val] = left
+            else:
+                counts.pop(val, None)
 
 
 def _codes(expr: pl.Expr) -> pl.Expr:

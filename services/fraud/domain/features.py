@@ -1015,8 +1015,14 @@ class FeaturePipeline:
 
     def _rows_for_history(
         self, events: pl.DataFrame
-    ) -> list[tuple[str | None, Any, float | None, dict[str, str | None]]]:
+    ) -> list[tuple[str | None, Any, float | None, dict[str, str | None], str | None]]:
+        """(entity, timestamp, amount, values, key) per event; key: its id and time, if known."""
         frame = self._aggregate_input(events)
+        ids: list[Any] = (
+            events["EVENT_ID"].cast(pl.Utf8).to_list()
+            if "EVENT_ID" in events.columns
+            else [None] * frame.height
+        )
         amounts: list[float | None] = (
             frame.select(parse_amount_expr(pl.col(self.amount_variable))).to_series().to_list()
             if self.amount_variable is not None
@@ -1028,13 +1034,15 @@ class FeaturePipeline:
             if amount is not None and math.isnan(amount):
                 amount = None
             values = {v: rec[v] for v in self.value_variables}
-            rows.append((rec["ENTITY_ID"], rec["EVENT_TIMESTAMP"], amount, values))
+            ts = rec["EVENT_TIMESTAMP"]
+            key = f"{ids[i]}@{ts.isoformat()}" if ids[i] is not None and ts is not None else None
+            rows.append((rec["ENTITY_ID"], ts, amount, values, key))
         return rows
 
     def _aggregates_online(self, events: pl.DataFrame, history: EntityHistory) -> pl.DataFrame:
         names = aggregate_feature_names(self.windows, self.amount_variable, self.value_variables)
         records: list[list[float]] = []
-        for entity, ts, _, values in self._rows_for_history(events):
+        for entity, ts, _, values, _ in self._rows_for_history(events):
             if entity is None or ts is None:
                 records.append([_NAN] * len(names))
             else:
@@ -1052,9 +1060,9 @@ class FeaturePipeline:
 
     def observe(self, history: EntityHistory, events: pl.DataFrame) -> None:
         """Record events in `history`, normalised exactly as `transform` sees them."""
-        for entity, ts, amount, values in self._rows_for_history(events):
+        for entity, ts, amount, values, key in self._rows_for_history(events):
             if entity is not None and ts is not None:
-                history.observe(entity, ts, amount, values)
+                history.observe(entity, ts, amount, values, key=key)
 
     # --- persistence --------------------------------------------------------------------------
 
