@@ -61,13 +61,16 @@ SYNE_TUNE_OVERHEAD_SIZE: Final = 1_000  # its ASHA searcher refits on every resu
 RANDOM: Final = "Random search"
 TRELLIS_ASHA: Final = "Trellis ASHA"
 TRELLIS_ASHA_TPE: Final = "Trellis ASHA + TPE"
+TRELLIS_ASHA_GP: Final = "Trellis ASHA + GP"
 SYNE_ASHA: Final = "Syne Tune ASHA"
 MO_RANDOM: Final = "MO random search"
 TRELLIS_MOASHA: Final = "Trellis MOASHA"
 SYNE_MOASHA: Final = "Syne Tune MOASHA"
 SYNE_MOASHA_FIXED: Final = "Syne Tune MOASHA, rank fix"
 BAYESIAN: Final = "Trellis BayesianSearch (TPE)"
-SINGLE_METHODS: Final = (RANDOM, TRELLIS_ASHA, TRELLIS_ASHA_TPE, SYNE_ASHA)
+BAYESIAN_GP: Final = "Trellis BayesianSearch (GP)"
+FULL_FIDELITY_METHODS: Final = frozenset({BAYESIAN, BAYESIAN_GP})
+SINGLE_METHODS: Final = (RANDOM, TRELLIS_ASHA, TRELLIS_ASHA_TPE, TRELLIS_ASHA_GP, SYNE_ASHA)
 MULTI_METHODS: Final = (MO_RANDOM, TRELLIS_MOASHA, SYNE_MOASHA, SYNE_MOASHA_FIXED)
 SYNE_TUNE_METHODS: Final = frozenset({SYNE_ASHA, SYNE_MOASHA, SYNE_MOASHA_FIXED})
 
@@ -215,8 +218,12 @@ def make_scheduler(method: str, benchmark: Benchmark, seed: int) -> AskTellSched
         return ASHA(space, metric=metric, mode=mode, searcher="random", **common, **halving)
     if method == TRELLIS_ASHA_TPE:
         return ASHA(space, metric=metric, mode=mode, searcher="bayesian", **common, **halving)
+    if method == TRELLIS_ASHA_GP:
+        return ASHA(space, metric=metric, mode=mode, searcher="gp", **common, **halving)
     if method == BAYESIAN:
         return BayesianSearch(space, metric=metric, mode=mode, **common)
+    if method == BAYESIAN_GP:
+        return BayesianSearch(space, metric=metric, mode=mode, searcher="gp", **common)
     if method == MO_RANDOM:
         return MORandomSearch(space, metrics=benchmark.metrics, modes=modes, **common)
     if method == TRELLIS_MOASHA:
@@ -297,13 +304,13 @@ def scheduler_overhead(
 ) -> dict[str, Any]:
     """Times suggest() and on_result() while trials are run one after another to max(sizes).
 
-    Each trial reports epochs 1, 2, ... until the scheduler stops it (BayesianSearch, a
-    full-fidelity method, reports once at max_resource). For each size N the medians come
+    Each trial reports epochs 1, 2, ... until the scheduler stops it (BayesianSearch, TPE or GP,
+    a full-fidelity method, reports once at max_resource). For each size N the medians come
     from trials N - window .. N - 1; "pair" is a trial's suggest() plus its first on_result().
     """
     benchmark = OverheadBenchmark()
     scheduler = make_scheduler(method, benchmark, seed)
-    full_fidelity = method == BAYESIAN
+    full_fidelity = method in FULL_FIDELITY_METHODS
     total = max(sizes)
     suggest_ns: list[int] = []
     first_result_ns: list[int] = []
@@ -528,7 +535,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     have_syne_tune = syne_tune_available()
     sizes = (1_000,) if args.quick else OVERHEAD_SIZES
     overhead: list[dict[str, Any]] = []
-    for method in (TRELLIS_ASHA, TRELLIS_MOASHA, BAYESIAN):
+    for method in (TRELLIS_ASHA, TRELLIS_MOASHA, BAYESIAN, BAYESIAN_GP):
         print(f"overhead: {method} to {max(sizes):,} trials", flush=True)
         overhead.append(scheduler_overhead(method, sizes))
     if have_syne_tune:
@@ -649,7 +656,7 @@ def print_report(result: dict[str, Any], output: Path | None) -> None:
     print()
     print(
         "### Scheduler overhead (one trial after another; each trial reports epochs 1..27 until"
-        " stopped, BayesianSearch once at epoch 27; medians over the last"
+        " stopped, BayesianSearch (TPE or GP) once at epoch 27; medians over the last"
         f" {OVERHEAD_WINDOW} trials before each size)"
     )
     print()

@@ -33,7 +33,13 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(default=3.0, gt=1.0, le=100.0)
     variant: Literal["stopping", "promotion"] = "stopping"
     brackets: int | None = Field(default=None, ge=1, le=20)
-    searcher: Literal["random", "bayesian"] = "random"
+    searcher: Literal["random", "bayesian", "tpe", "gp"] = Field(
+        default="random",
+        description=(
+            "where asha and hyperband get new configs: random, TPE ('bayesian' or 'tpe') or"
+            " Gaussian-process BO ('gp'); bo uses GP for 'gp' and TPE otherwise"
+        ),
+    )
     points_per_dimension: int = Field(default=5, ge=1, le=100)
     seed: int = 0
 

@@ -111,7 +111,12 @@ def build_scheduler(spec: TuningJobSpec) -> Scheduler:
             )
         if s.type == "bo":
             return BayesianSearch(
-                space, metric=names[0], mode=modes[0], max_resource=s.max_resource, **common
+                space,
+                metric=names[0],
+                mode=modes[0],
+                max_resource=s.max_resource,
+                searcher="gp" if s.searcher == "gp" else "tpe",
+                **common,
             )
         if s.type == "mo_random":
             return MORandomSearch(

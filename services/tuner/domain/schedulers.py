@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import importlib
 import math
 import sys
 from abc import ABC, abstractmethod
@@ -31,6 +32,7 @@ __all__ = [
     "Scheduler",
     "SchedulerError",
     "Searcher",
+    "SearcherName",
     "TPESearcher",
     "TrialStatus",
     "TrialSuggestion",
@@ -47,6 +49,8 @@ WORST: Final = sys.float_info.max
 FloatArray = npt.NDArray[np.float64]
 Mode = Literal["min", "max"]
 MODES: Final = ("min", "max")
+# "bayesian" and "tpe" both name TPESearcher; "gp" is GPSearcher (services.tuner.domain.gp).
+SearcherName = Literal["random", "bayesian", "tpe", "gp"]
 
 
 class SchedulerError(ValueError):
@@ -198,8 +202,14 @@ class Searcher(ABC):
     def from_state(cls, state: Mapping[str, Any]) -> Self: ...
 
 
+# Searchers defined in modules that import this one register when their module is imported.
+_SEARCHER_MODULES: Final = {"gp": "services.tuner.domain.gp"}
+
+
 def restore_searcher(state: Mapping[str, Any]) -> Searcher:
     kind = state.get("kind")
+    if str(kind) not in Searcher._registry and str(kind) in _SEARCHER_MODULES:
+        importlib.import_module(_SEARCHER_MODULES[str(kind)])
     searcher_class = Searcher._registry.get(str(kind))
     if searcher_class is None:
         raise SchedulerError(f"unknown searcher kind {kind!r}")
@@ -695,7 +705,13 @@ def _make_searcher(searcher: Searcher | str, space: SearchSpace, mode: Mode, see
         return RandomSearcher(space, seed=seed)
     if searcher in ("bayesian", "tpe"):
         return TPESearcher(space, mode=mode, seed=seed)
-    raise SchedulerError(f"searcher must be a Searcher, 'random' or 'bayesian', got {searcher!r}")
+    if searcher == "gp":
+        from services.tuner.domain.gp import GPSearcher  # gp imports this module
+
+        return GPSearcher(space, mode=mode, seed=seed)
+    raise SchedulerError(
+        f"searcher must be a Searcher, 'random', 'bayesian' (or 'tpe') or 'gp', got {searcher!r}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1017,9 +1033,11 @@ class GridSearch(_FIFOScheduler):
 
 
 class BayesianSearch(_FIFOScheduler):
-    """TPE-driven search with full-fidelity trials (always CONTINUE); see TPESearcher.
+    """Model-based search with full-fidelity trials (always CONTINUE): TPESearcher by default,
+    GPSearcher (Gaussian-process BO) with `searcher="gp"`, which ignores the TPE settings.
 
-    For multi-fidelity use, pass `searcher="bayesian"` (or a TPESearcher) to ASHA or Hyperband.
+    For multi-fidelity use, pass `searcher="bayesian"` or `"gp"` (or a Searcher) to ASHA or
+    Hyperband.
     """
 
     kind = "bayesian_search"
@@ -1037,17 +1055,25 @@ class BayesianSearch(_FIFOScheduler):
         n_startup: int = 10,
         gamma: float = 0.25,
         n_candidates: int = 24,
+        searcher: Literal["tpe", "gp"] = "tpe",
     ) -> None:
-        super().__init__(
-            space,
-            searcher=TPESearcher(
+        model: Searcher
+        if searcher == "tpe":
+            model = TPESearcher(
                 space,
                 mode=mode,
                 seed=seed,
                 n_startup=n_startup,
                 gamma=gamma,
                 n_candidates=n_candidates,
-            ),
+            )
+        elif searcher == "gp":
+            model = _make_searcher("gp", space, _check_mode(mode), seed)
+        else:
+            raise SchedulerError(f"searcher must be 'tpe' or 'gp', got {searcher!r}")
+        super().__init__(
+            space,
+            searcher=model,
             metric=metric,
             mode=mode,
             resource_attr=resource_attr,
@@ -1058,6 +1084,7 @@ class BayesianSearch(_FIFOScheduler):
         self.n_startup = n_startup
         self.gamma = gamma
         self.n_candidates = n_candidates
+        self.searcher_name: Literal["tpe", "gp"] = searcher
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -1065,6 +1092,7 @@ class BayesianSearch(_FIFOScheduler):
             "n_startup": self.n_startup,
             "gamma": self.gamma,
             "n_candidates": self.n_candidates,
+            "searcher": self.searcher_name,
         }
 
 
@@ -1345,7 +1373,7 @@ class ASHA(_SuccessiveHalving):
         reduction_factor: float = 3,
         type: ASHAType = "stopping",  # Syne Tune's name for the variant
         brackets: int = 1,
-        searcher: Searcher | Literal["random", "bayesian"] = "random",
+        searcher: Searcher | SearcherName = "random",
         seed: int = 0,
         max_trials: int | None = None,
     ) -> None:
@@ -1504,7 +1532,7 @@ class Hyperband(ASHA):
         reduction_factor: float = 3,
         type: ASHAType = "stopping",  # Syne Tune's name for the variant
         brackets: int | None = None,
-        searcher: Searcher | Literal["random", "bayesian"] = "random",
+        searcher: Searcher | SearcherName = "random",
         seed: int = 0,
         max_trials: int | None = None,
     ) -> None:
