@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from runtime.bus import Bus
 from runtime.logs import configure_logging
@@ -17,6 +17,16 @@ S = TypeVar("S", bound=ServiceSettings)
 Build = Callable[[Bus, S, SharedSettings], Awaitable[Service]]
 
 log = logging.getLogger("trellis.main")
+R = TypeVar("R")
+
+
+def run(main: Coroutine[Any, Any, R], shared: SharedSettings) -> R:
+    """Run a process's main coroutine on the event loop `TRELLIS_EVENT_LOOP` names."""
+    if shared.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def serve_forever(name: str, settings: S, shared: SharedSettings, build: Build[S]) -> None:
@@ -39,6 +49,6 @@ def run_service(name: str, settings_type: type[S], build: Build[S]) -> None:
     settings = settings_type()
     configure_logging(name, shared.log_level, shared.log_format)
     try:
-        asyncio.run(serve_forever(name, settings, shared, build))
+        run(serve_forever(name, settings, shared, build), shared)
     except KeyboardInterrupt:
         pass

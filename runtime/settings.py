@@ -22,6 +22,11 @@ class SharedSettings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Where embedded state lives.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The processes' event loop: uvloop (libuv; less CPU per message and request) "
+        "or the standard library's.",
+    )
     stream_replicas: int = Field(
         default=1,
         ge=1,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import uvicorn
 
 from runtime.bus import Bus
 from runtime.logs import configure_logging
+from runtime.main import run
 from runtime.metrics import ServiceMetrics
 from runtime.settings import SharedSettings
 from services.gateway.app import build
@@ -43,7 +42,7 @@ def main() -> None:
     shared = SharedSettings()
     settings = Settings()
     configure_logging("gateway", shared.log_level, shared.log_format)
-    asyncio.run(serve(settings, shared))
+    run(serve(settings, shared), shared)
 
 
 if __name__ == "__main__":

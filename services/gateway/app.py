@@ -110,12 +110,14 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     async def on_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         return problem(413, str(exc))
 
+    # Requests are matched against routes in this order: the per-request hot paths (predictions,
+    # inference, queries) first. No two routers share a path prefix, so the order is otherwise free.
+    app.include_router(fraud.router)
+    app.include_router(models.router)
+    app.include_router(indexes.router)
+    app.include_router(aws.router)
     app.include_router(system.router)
     app.include_router(keys.router)
-    app.include_router(aws.router)
-    app.include_router(models.router)
-    app.include_router(fraud.router)
-    app.include_router(indexes.router)
     app.include_router(indexes.uploads)
     app.include_router(data_sources.router)
     app.include_router(secrets.router)
