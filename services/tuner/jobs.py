@@ -40,7 +40,10 @@ from services.tuner.domain.jobs import (
     TrialRecord,
     best_of,
     build_scheduler,
+    simulator_of,
 )
+from services.tuner.domain.simulated import STOPPED_BY_REQUEST, resolve_spec
+from services.tuner.simulations import Simulations
 
 log = logging.getLogger("trellis.tuner")
 T = TypeVar("T")
@@ -52,9 +55,18 @@ def _now() -> datetime:
 
 
 class Jobs:
-    def __init__(self, bus: Bus, store: ResourceStore[JobRecord]) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: ResourceStore[JobRecord],
+        simulations: Simulations | None = None,
+    ) -> None:
         self.bus = bus
         self.store = store
+        # Simulator jobs run here, in threads, rather than on workers.
+        self.simulations = simulations or Simulations(
+            store, f"tuner-{id(self):x}", max_record_bytes=bus.nc.max_payload
+        )
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._resumed = False
 
@@ -63,6 +75,9 @@ class Jobs:
         for attempt in range(10):
             async with self._locks[name]:
                 current = await self.store.get(name)
+                if simulator_of(current.value.spec) is not None:
+                    # Its trials are simulated by the replica that runs it, never stepped here.
+                    raise ValidationFailed(f"tuning job {name!r} runs on the simulator")
                 was_over = current.value.status in _OVER
                 engine = JobEngine(current.value)
                 result = step(engine)
@@ -100,6 +115,7 @@ class Jobs:
 
     async def queue(self, job: JobRecord, trial: TrialRecord) -> None:
         spec = job.spec
+        assert spec.entry_point is not None  # required of every job on workers
         await self.bus.emit(
             subjects.tune_trial_queued(trial.pool),
             TrialQueued(
@@ -121,7 +137,10 @@ class Jobs:
     # -- operations --------------------------------------------------------------------------
 
     async def create(self, spec: TuningJobSpec, _: EnvelopeMeta) -> TuneResult:
+        simulated = simulator_of(spec) is not None
         try:
+            if simulated:
+                spec = resolve_spec(spec)
             build_scheduler(spec)
         except JobSpecError as exc:
             raise ValidationFailed(str(exc)) from None
@@ -130,7 +149,10 @@ class Jobs:
             await self.store.create(spec.name, record, client_token=spec.client_token)
         except Conflict:
             raise Conflict(f"tuning job {spec.name!r} already exists") from None
-        await self._step(spec.name, lambda engine: None)
+        if simulated:
+            await self.simulations.claim(spec.name)  # or the clock, once a thread is free
+        else:
+            await self._step(spec.name, lambda engine: None)
         return TuneResult(output=await self._describe(spec.name))
 
     async def describe(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
@@ -170,9 +192,25 @@ class Jobs:
         )
 
     async def stop(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
-        await self._engine(ref.name)
-        await self._step(ref.name, lambda engine: engine.request_stop())
+        engine = await self._engine(ref.name)
+        if simulator_of(engine.spec) is not None:
+            await self._stop_simulation(ref.name)
+        else:
+            await self._step(ref.name, lambda engine: engine.request_stop())
         return TuneResult(output=await self._describe(ref.name))
+
+    async def _stop_simulation(self, name: str) -> None:
+        """Marks the stop in KV, where the replica running the simulation reads it."""
+
+        def stopping(job: JobRecord) -> JobRecord:
+            if job.status == "InProgress":
+                job.status = "Stopping"
+                job.stop_reason = STOPPED_BY_REQUEST
+            return job
+
+        await self.store.mutate(name, stopping)
+        self.simulations.request_stop(name)
+        await self.simulations.claim(name)  # nobody runs it: stopped here at once
 
     async def trials(self, ref: JobRef, _: EnvelopeMeta) -> TuneResult:
         engine = await self._engine(ref.name)
@@ -202,6 +240,8 @@ class Jobs:
                 await self._step(event.job, lambda engine: engine.on_end(event))
         except NotFound:
             log.warning("event for unknown tuning job %s dropped", event.job)
+        except ValidationFailed as exc:
+            log.warning("trial event dropped: %s", exc)
 
     async def tick(self) -> None:
         """Advance every running job: wall-clock limits, free slots (also after a restart)."""
@@ -209,7 +249,12 @@ class Jobs:
         self._resumed = True
         for versioned in await self.store.list():
             job = versioned.value
-            if job.status in ("InProgress", "Stopping"):
+            if job.status in ("InProgress", "Stopping") and simulator_of(job.spec) is not None:
+                try:
+                    await self.simulations.claim(job.spec.name, job)  # if its runner is gone
+                except Exception:
+                    log.exception("tuning job %s: its simulation could not start", job.spec.name)
+            elif job.status in ("InProgress", "Stopping"):
                 try:
                     await self._step(job.spec.name, lambda engine: None)
                     if resuming:
@@ -288,4 +333,20 @@ def summary(engine: JobEngine) -> dict[str, Any]:
         "total_cost": round(record.total_cost, 6),
         "best": engine.best(),
         "pareto": engine.pareto(),
+        "simulation": _simulation(record),
+    }
+
+
+def _simulation(record: JobRecord) -> dict[str, Any] | None:
+    """Where a simulator job's run stands: simulated seconds and reports so far, its runner."""
+    state = record.simulation
+    if simulator_of(record.spec) is None:
+        return None
+    if state is None:
+        return {"simulated_time": 0.0, "reports": 0, "runner": None, "starts": 0}
+    return {
+        "simulated_time": round(state.simulated_time, 3),
+        "reports": state.events,
+        "runner": state.runner,
+        "starts": state.starts,
     }

@@ -34,6 +34,7 @@ from runtime.consumer import DurableConsumer
 from runtime.errors import NotFound
 from runtime.kv import ResourceStore
 from runtime.logs import configure_logging
+from runtime.main import run as run_main
 from runtime.settings import SharedSettings
 from runtime.topology import ensure_bucket, ensure_platform, ensure_stream
 from services.tuner.adapters.checkpoints import (
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(run_worker(args))
+    return run_main(run_worker(args), SharedSettings())
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ from runtime.errors import ServiceUnavailable, TrellisError
 from runtime.settings import SharedSettings
 from services.gateway.adapters.bootstrap import load_or_create_credentials
 from services.gateway.config import BootstrapSettings
-from services.tuner.app import build as build_tuner
-from services.tuner.config import Settings as TunerSettings
 from services.tuner.worker import Worker
 from tests.conftest import serving_gateway
 
@@ -109,16 +107,6 @@ def scripts(tmp_path: Path) -> dict[str, Path]:
         paths[name] = tmp_path / f"{name}.py"
         paths[name].write_text(text)
     return paths
-
-
-@pytest.fixture
-async def tuner(nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(nats_url, source="tuner")
-    service = await build_tuner(bus, TunerSettings(tick_s=0.2), SharedSettings(data_dir=tmp_path))
-    await service.start()
-    yield bus
-    await service.stop()
-    await bus.close()
 
 
 @pytest.fixture

@@ -14,15 +14,12 @@ import pytest
 from contracts import topology
 from contracts.tune import JobRef, TuningJobSpec
 from runtime.bus import Bus
-from runtime.settings import SharedSettings
 from services.tuner.adapters.checkpoints import (
     CheckpointError,
     CheckpointStore,
     checkpoint_key,
     read_marker,
 )
-from services.tuner.app import build as build_tuner
-from services.tuner.config import Settings as TunerSettings
 from services.tuner.worker import Worker
 from tests.integration.test_tuner import ask, settled
 
@@ -96,16 +93,6 @@ def script(tmp_path: Path) -> Path:
     path = tmp_path / "train.py"
     path.write_text(TRAIN)
     return path
-
-
-@pytest.fixture
-async def tuner(nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(nats_url, source="tuner")
-    service = await build_tuner(bus, TunerSettings(tick_s=0.2), SharedSettings(data_dir=tmp_path))
-    await service.start()
-    yield bus
-    await service.stop()
-    await bus.close()
 
 
 @pytest.fixture

@@ -10,7 +10,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from contracts.tune import JobStatus, TrialEnded, TrialReported, TrialStatus, TuningJobSpec
+from contracts.tune import (
+    JobStatus,
+    SimulatorBackend,
+    TrialEnded,
+    TrialReported,
+    TrialStatus,
+    TuningJobSpec,
+)
 from services.tuner.domain.pareto import hypervolume, pareto_front
 from services.tuner.domain.schedulers import (
     ASHA,
@@ -28,6 +35,7 @@ from services.tuner.domain.schedulers import (
 from services.tuner.domain.space import SearchSpace, SpaceError
 
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
+SIMULATOR_POOL = "simulator"  # the pool simulated trials show
 
 
 class JobSpecError(ValueError):
@@ -55,6 +63,16 @@ class TrialRecord(BaseModel):
     pending_end: TrialEnded | None = None  # an end that arrived before the reports it follows
 
 
+class SimulationState(BaseModel):
+    """A simulator job's run: which tuner replica holds it, and how far the saved record got."""
+
+    runner: str | None = None  # the replica running it; another may take over once it is silent
+    heartbeat_at: datetime | None = None  # wall clock of the runner's last save
+    simulated_time: float = 0.0  # simulated seconds since created_at the saved trials reach
+    starts: int = 0  # runs begun: 1, plus one per takeover after a tuner stopped or died
+    events: int = 0  # reports simulated so far
+
+
 class JobRecord(BaseModel):
     spec: TuningJobSpec
     status: JobStatus = "InProgress"
@@ -65,6 +83,12 @@ class JobRecord(BaseModel):
     scheduler_state: dict[str, Any] | None = None
     trials: dict[str, TrialRecord] = Field(default_factory=dict)
     total_cost: float = 0.0
+    simulation: SimulationState | None = None  # simulator jobs only
+
+
+def simulator_of(spec: TuningJobSpec) -> SimulatorBackend | None:
+    """The simulator backend of a spec, None for a job on workers."""
+    return spec.backend if isinstance(spec.backend, SimulatorBackend) else None
 
 
 @dataclass(frozen=True)
@@ -208,6 +232,8 @@ class JobEngine:
         return [t for t in self.record.trials.values() if t.status in statuses]
 
     def _pool_of(self, config: dict[str, Any]) -> str:
+        if simulator_of(self.spec) is not None:
+            return SIMULATOR_POOL
         if self.spec.pool_param is None:
             return self.spec.pool
         return str(config.get(self.spec.pool_param, self.spec.pool))
@@ -376,6 +402,9 @@ class JobEngine:
         if stop.max_num_trials_started is not None and starting:
             if len(trials) >= stop.max_num_trials_started:
                 return f"max_num_trials_started {stop.max_num_trials_started} reached"
+        simulator = simulator_of(self.spec)
+        if simulator is not None and starting and len(trials) >= simulator.max_trials:
+            return f"the simulator's max_trials {simulator.max_trials} reached"
         if stop.max_num_trials_completed is not None:
             done = sum(1 for t in trials if t.status in ("completed", "stopped"))
             if done >= stop.max_num_trials_completed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -195,6 +195,7 @@ def simulate(
     n_workers: int = 4,
     max_simulated_time: float | None = None,
     max_trials: int | None = None,
+    on_time: Callable[[float], None] | None = None,
 ) -> SimulationResult:
     """Runs `scheduler` on `benchmark` with `n_workers` simulated workers.
 
@@ -209,7 +210,10 @@ def simulate(
     once `max_trials` trials have started and finished: a new trial suggested past the limit
     is discarded and the simulator asks no more (give the scheduler its own `max_trials` to
     keep promotions possible). Ties in finish time go to the step scheduled first, so a run
-    is deterministic for a deterministic scheduler and benchmark.
+    is deterministic for a deterministic scheduler and benchmark. `on_time`, when given, is
+    called with the simulated time of each report before the scheduler hears of it, and with
+    the end time when `max_simulated_time` cuts the run (a scheduler that keeps time, e.g. to
+    stamp its records, reads the clock there).
     """
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
@@ -278,8 +282,12 @@ def simulate(
         if max_simulated_time is not None and finish > max_simulated_time:
             now = float(max_simulated_time)
             stop_reason = "time"
+            if on_time is not None:
+                on_time(now)
             break
         now = finish
+        if on_time is not None:
+            on_time(now)
         step = running.pop(trial_id)
         metrics = {
             key: float(value)
