@@ -18,6 +18,7 @@ from contracts.topology import ConsumerSpec
 from runtime import codec
 from runtime.bus import Bus, EventHandler
 from runtime.logs import correlation
+from runtime.tasks import cancel_and_wait
 from runtime.topology import ensure_consumer
 
 M = TypeVar("M", bound=Message)
@@ -76,12 +77,12 @@ class DurableConsumer(Generic[M]):
         """Stop fetching, let in-flight messages finish (up to `timeout_s`), then unsubscribe."""
         self._stopping.set()
         if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._loop_task, timeout=self.fetch_timeout_s + 2)
+            await asyncio.wait({self._loop_task}, timeout=self.fetch_timeout_s + 2)
+            await cancel_and_wait([self._loop_task])
         if self._in_flight:
             _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout_s)
-            for task in pending:  # unacked: the server redelivers them to another replica
-                task.cancel()
+            # Unacked: the server redelivers them to another replica.
+            await cancel_and_wait(pending)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -25,6 +25,7 @@ from runtime.logs import RECENT_ERRORS
 from runtime.metrics import ServiceMetrics
 from runtime.ops_http import OpsServer, json_response
 from runtime.settings import ServiceSettings, SharedSettings
+from runtime.tasks import cancel_and_wait
 from runtime.topology import ensure_bucket, ensure_platform
 
 M = TypeVar("M", bound=Message)
@@ -143,9 +144,7 @@ class Service:
             *(c.stop(drain) for c in self._consumers),
             return_exceptions=True,
         )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self._ops is not None:
             await self._ops.stop()
         log.info("%s stopped", self.name, extra={"instance_id": self.instance_id})

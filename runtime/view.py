@@ -12,6 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.topology import StreamSpec
 from runtime.bus import Bus
+from runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("trellis.view")
 Apply = Callable[[Msg, int], Awaitable[None]]
@@ -86,6 +87,4 @@ class StreamView:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])

@@ -18,11 +18,12 @@ from runtime.bus import Bus
 from runtime.kv import ResourceStore
 from runtime.service import Service
 from runtime.settings import SharedSettings
+from runtime.tasks import raise_if_cancelled
 from runtime.topology import ensure_bucket, ensure_stream
 from services.tuner.config import Settings
 from services.tuner.domain.jobs import JobRecord
 from services.tuner.jobs import Jobs
-from services.tuner.simulations import Simulations, raise_if_cancelled
+from services.tuner.simulations import Simulations
 
 log = logging.getLogger("trellis.tuner")
 

@@ -22,6 +22,7 @@ import nats.js.errors
 
 from runtime.errors import Conflict, NotFound
 from runtime.kv import ResourceStore, Versioned
+from runtime.tasks import raise_if_cancelled
 from services.tuner.domain.jobs import JobRecord, SimulationState
 from services.tuner.domain.simulated import (
     STOPPED_BY_REQUEST,
@@ -40,14 +41,6 @@ class _LeaseLost(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def raise_if_cancelled() -> None:
-    """Ends a loop whose task was cancelled while nats-py swallowed the CancelledError (it
-    does, flushing a large publish): the next await would not be cancelled again."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def stop_requested(job: JobRecord) -> bool:
