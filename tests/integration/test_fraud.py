@@ -77,13 +77,18 @@ async def afd(nats_url: str, data_dir: Path) -> AsyncIterator[Afd]:
         yield Afd(client, imports, url, creds.api_key)
     for service in services:
         await service.stop()
-    await forget_models(buses[1])
-    for name in ("fraud_resources", "fraud_settings"):
-        await buses[0].js.delete_key_value(name)
-    await buses[0].js.delete_stream("FRAUD_EVENTS")
-    await buses[0].js.delete_object_store("fraud_artifacts")
+    await forget_fraud(buses[0], buses[1])
     for bus in buses:
         await bus.close()
+
+
+async def forget_fraud(fraud_bus: Bus, inference_bus: Bus) -> None:
+    """Remove what a fraud test left on the shared NATS: served models, resources, events."""
+    await forget_models(inference_bus)
+    for name in ("fraud_resources", "fraud_settings"):
+        await fraud_bus.js.delete_key_value(name)
+    await fraud_bus.js.delete_stream("FRAUD_EVENTS")
+    await fraud_bus.js.delete_object_store("fraud_artifacts")
 
 
 async def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:

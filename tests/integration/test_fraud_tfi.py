@@ -26,8 +26,8 @@ from services.gateway.adapters.bootstrap import load_or_create_credentials
 from services.gateway.config import BootstrapSettings
 from services.inference.app import build as build_inference
 from services.inference.config import Settings as InferenceSettings
-from tests.conftest import forget_models, gateway_client, serving_gateway
-from tests.integration.test_fraud import Afd, eventually
+from tests.conftest import gateway_client, serving_gateway
+from tests.integration.test_fraud import Afd, eventually, forget_fraud
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +79,7 @@ async def stack(nats_url: str, data_dir: Path) -> AsyncIterator[Stack]:
         yield Stack(afd, restart_fraud)
     for service in (fraud, inference):
         await service.stop()
-    await forget_models(buses[1])
-    for name in ("fraud_resources", "fraud_settings"):
-        await buses[0].js.delete_key_value(name)
-    await buses[0].js.delete_stream("FRAUD_EVENTS")
-    await buses[0].js.delete_object_store("fraud_artifacts")
+    await forget_fraud(buses[0], buses[1])
     for bus in buses:
         await bus.close()
 
