@@ -32,9 +32,7 @@ class TtlCache:
             if age < self.ttl_s:
                 return hit[1]
             if age < self.ttl_s + self.stale_s:
-                refresh = self._load(key, load)
-                # Nobody awaits a background refresh: its error is the next caller's to see.
-                refresh.add_done_callback(_retrieve)
+                self._load(key, load)
                 return hit[1]
         return await asyncio.shield(self._load(key, load))
 
@@ -42,6 +40,8 @@ class TtlCache:
         pending = self._loading.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fill(key, load))
+            # A background refresh may have no awaiter: its error is the next caller's to see.
+            pending.add_done_callback(_retrieve)
             self._loading[key] = pending
         return pending
 

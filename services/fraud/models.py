@@ -528,9 +528,15 @@ class Models:
         ]
         if not bundles:
             return
-        frame = _sent_frame(event)
+        one = {
+            "EVENT_ID": event.event_id,
+            "EVENT_TIMESTAMP": event.event_timestamp,
+            "ENTITY_ID": event.entity_id,
+            **event.variables,
+        }
         for bundle in bundles:
-            bundle.pipeline.observe(bundle.history, frame)
+            if not bundle.pipeline.observe_one(bundle.history, one):
+                bundle.pipeline.observe(bundle.history, _sent_frame(event))
 
     async def score_frame(
         self, model_id: str, version_number: str, events: pl.DataFrame

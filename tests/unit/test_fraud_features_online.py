@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -170,3 +171,29 @@ def test_tfi_one_event_path_equals_batch_when_replayed_in_time_order() -> None:
         assert one is not None
         assert _identical(one[0], batch[i]), f"row {i}"
         pipeline.observe(history, events[i : i + 1])
+
+
+def test_observe_one_records_what_the_batch_observe_records() -> None:
+    events = _sample("transaction_data_2K_coldstart.csv")
+    pipeline = FeaturePipeline.fit(
+        events, TRANSACTION_VARIABLES, model_type="TRANSACTION_FRAUD_INSIGHTS"
+    )
+    reference, batch, one = (pipeline.new_history() for _ in range(3))
+    pipeline.observe(reference, events)
+    pipeline.observe(batch, events)
+    for event in _rows(events):
+        assert pipeline.observe_one(one, event)
+    # Events resent through the other path replace themselves (keys agree across paths).
+    newest = events.sort("EVENT_TIMESTAMP").tail(200)
+    pipeline.observe(one, newest)
+    for event in _rows(newest):
+        assert pipeline.observe_one(batch, event)
+    probe = newest.with_columns(  # the same entities an hour later: they count the newest events
+        pl.col("EVENT_TIMESTAMP") + timedelta(hours=1), pl.lit("probe").alias("EVENT_ID")
+    )
+    expected = pipeline.transform(probe, history=reference).to_numpy()
+    for history in (one, batch):
+        assert np.array_equal(
+            pipeline.transform(probe, history=history).to_numpy(), expected, equal_nan=True
+        )
+    assert not pipeline.observe_one(one, {**_rows(events[0:1])[0], "ENTITY_ID": "émile"})

@@ -566,6 +566,16 @@ _ISO_TIMESTAMP: Final = re.compile(
 )
 
 
+def _entity_one(event: Mapping[str, Any]) -> str | None:
+    """ENTITY_ID as `_aggregate_input` normalises it: stripped, blank -> None."""
+    raw = event.get("ENTITY_ID")
+    if raw is None:
+        return None
+    if not (isinstance(raw, str) and raw.isascii()):
+        raise _BatchOnly
+    return raw.strip(_ASCII_SPACE) or None
+
+
 def _number_one(v: str) -> float:
     """polars' lenient string -> Float64 cast, for the forms both parsers read the same way."""
     if not _NUMBER.fullmatch(v):
@@ -987,17 +997,35 @@ class FeaturePipeline:
     def _aggregates_one(
         self, event: Mapping[str, Any], prepared: Mapping[str, str | None], history: EntityHistory
     ) -> list[float]:
-        names = aggregate_feature_names(self.windows, self.amount_variable, self.value_variables)
-        raw_entity = event.get("ENTITY_ID")
-        if raw_entity is not None and not (isinstance(raw_entity, str) and raw_entity.isascii()):
-            raise _BatchOnly
-        entity = raw_entity.strip(_ASCII_SPACE) if raw_entity else None
+        entity = _entity_one(event)
         timestamp = event.get("EVENT_TIMESTAMP")
-        if not entity or not isinstance(timestamp, datetime):
-            return [_NAN] * len(names)
+        if entity is None or not isinstance(timestamp, datetime):
+            return [_NAN] * len(history.feature_names)
         values = {v: prepared.get(v) for v in self.value_variables}
-        feats = history.features(entity, timestamp, values)
-        return [feats[n] for n in names]
+        return list(history.features(entity, timestamp, values).values())
+
+    def observe_one(self, history: EntityHistory, event: Mapping[str, Any]) -> bool:
+        """`observe` of one event without polars (same event shape as `transform_one`).
+
+        False when a value needs the batch path: call `observe` with a one-row frame then.
+        """
+        prepared = self._prepared_one(event)
+        if prepared is None:
+            return False
+        try:
+            entity = _entity_one(event)
+            raw_amount = prepared.get(self.amount_variable) if self.amount_variable else None
+            amount = _number_one(raw_amount) if raw_amount is not None else None
+        except _BatchOnly:
+            return False
+        timestamp = event.get("EVENT_TIMESTAMP")
+        if entity is None or not isinstance(timestamp, datetime):
+            return True  # nothing to record, as in `observe`
+        event_id = event.get("EVENT_ID")
+        key = f"{event_id}@{timestamp.isoformat()}" if event_id is not None else None
+        values = {v: prepared.get(v) for v in self.value_variables}
+        history.observe(entity, timestamp, amount, values, key=key)
+        return True
 
     def _aggregate_input(self, events: pl.DataFrame) -> pl.DataFrame:
         prepared = self._prepared(events)
