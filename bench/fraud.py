@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import gc
-import hashlib
-import hmac
 import inspect
 import json
 import math
@@ -48,6 +45,7 @@ from bench.common import (
     process_cpu_s,
 )
 from bench.launch import Platform
+from bench.loadgen import LoadSpec, SigV4Key, SigV4Signer, run_in_process
 from contracts import subjects, topology
 from contracts.fraud import FraudResult, GetEventPrediction, parse_afd_timestamp
 from contracts.inference import InferReply, InferRequest
@@ -61,7 +59,6 @@ from services.fraud.domain.model_training import TrainingOutcome, run_training
 from services.fraud.domain.rules import CompiledRule, compile_rule
 from services.fraud.domain.training import ScoreCalibration, TrainedModel
 from services.fraud.operations import Stores
-from services.gateway.aws.sigv4 import signing_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "afd-samples"
@@ -796,47 +793,9 @@ async def bus_closed_loop(
     )
 
 
-@dataclass
-class SigV4Signer:
-    """The headers an AWS SDK adds to sign one AWS JSON 1.1 GetEventPrediction (SigV4, header
-    auth over content-type, host, x-amz-date and x-amz-target), computed per request."""
-
-    access_key_id: str
-    secret_access_key: str
-    host: str  # as httpx sends it: "127.0.0.1:PORT"
-    _keys: dict[str, bytes] = field(default_factory=dict)
-
-    def __call__(self, body: bytes) -> dict[str, str]:
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        day = amz_date[:8]
-        key = self._keys.get(day)
-        if key is None:  # derived once a day, as SDKs cache it
-            key = self._keys[day] = signing_key(
-                self.secret_access_key, day, AWS_REGION, AWS_SERVICE
-            )
-        scope = f"{day}/{AWS_REGION}/{AWS_SERVICE}/aws4_request"
-        signed = "content-type;host;x-amz-date;x-amz-target"
-        canonical = (
-            f"POST\n/\n\ncontent-type:{AWS_CONTENT_TYPE}\nhost:{self.host}\n"
-            f"x-amz-date:{amz_date}\nx-amz-target:{AWS_TARGET}\n\n{signed}\n"
-            + hashlib.sha256(body).hexdigest()
-        )
-        to_sign = (
-            f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
-            + hashlib.sha256(canonical.encode()).hexdigest()
-        )
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        return {
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.access_key_id}/{scope},"
-            f" SignedHeaders={signed}, Signature={signature}",
-            "Content-Type": AWS_CONTENT_TYPE,
-            "X-Amz-Date": amz_date,
-            "X-Amz-Target": AWS_TARGET,
-        }
-
-
 async def http_open_loop(
-    http: httpx.AsyncClient,
+    url: httpx.URL,
+    api_key: str,
     bodies: Sequence[bytes],
     *,
     rate: float,
@@ -845,74 +804,49 @@ async def http_open_loop(
     timeout_s: float,
     connections: int,
     explanations: str,
-    sign: SigV4Signer | None = None,
+    sigv4: SigV4Key | None = None,
 ) -> LoadRun:
-    """Requests sent on a fixed schedule whatever the replies do; latency counts from the
-    scheduled send time, so queueing (for one of the client's connections too) is included.
+    """Requests sent on a fixed schedule whatever the replies do, by `bench.loadgen` in its own
+    process; latency counts from the scheduled send time, so waiting for one of the client's
+    `connections` is included.
 
-    Without `sign`, POST /v1/fraud/GetEventPrediction (REST, the client's Bearer key); with it,
-    the AWS-compatible endpoint (POST / with X-Amz-Target), each request signed as it is sent.
-
-    At most `connections` requests are handed to httpx at once; the others wait on a semaphore.
-    httpcore's pool scans every connection for every queued request, so its CPU grows with
-    connections x waiters (2,000 waiters on 64 connections took 78 s of CPU in a test, and 256
-    busy connections cost about 4 ms of client CPU per request): a large pool would make the
-    client, not the server, the bottleneck."""
-    total = max(1, round(rate * duration_s))
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    samples: dict[str, str] = {}
-    lag = 0.0
+    Without `sigv4`, POST /v1/fraud/GetEventPrediction (REST, Bearer `api_key`); with it, the
+    AWS-compatible endpoint (POST / with X-Amz-Target), each request signed as it is sent."""
+    spec = LoadSpec(
+        host=url.host,
+        port=url.port or 80,
+        path=PREDICTION_PATH if sigv4 is None else "/",
+        bodies=[body.decode() for body in bodies],
+        rate=rate,
+        duration_s=duration_s,
+        connections=connections,
+        timeout_s=timeout_s,
+        headers=(
+            {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+            if sigv4 is None
+            else {}
+        ),
+        sigv4=sigv4,
+    )
     meter = CpuMeter(pids)
     avg = loadavg()
-    gate = asyncio.Semaphore(connections)
-
-    async def one(i: int, due: float) -> None:
-        body = bodies[i % len(bodies)]
-        try:  # the deadline counts from the scheduled send time
-            async with asyncio.timeout(due + timeout_s - time.perf_counter()), gate:
-                if sign is None:
-                    reply = await http.post(PREDICTION_PATH, content=body)
-                else:
-                    reply = await http.post("/", content=body, headers=sign(body))
-        except (httpx.HTTPError, TimeoutError) as exc:
-            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            errors[kind] += 1
-            samples.setdefault(kind, str(exc)[:300])
-            return
-        done = time.perf_counter()
-        if reply.status_code == 200:
-            latencies.append((done - due) * 1e3)
-        else:
-            errors[f"HTTP {reply.status_code}"] += 1
-            samples.setdefault(f"HTTP {reply.status_code}", reply.text[:300])
-
-    tasks: list[asyncio.Task[None]] = []
     meter.start()
-    began = time.perf_counter() + 0.01
-    for i in range(total):
-        due = began + i / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        lag = max(lag, time.perf_counter() - due)
-        tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - began
+    run = await run_in_process(spec)
+    cpu = {**meter.stop(), "client": run.client_cpu_s}
     return LoadRun(
-        path=REST_PATH if sign is None else AWS_PATH,
+        path=REST_PATH if sigv4 is None else AWS_PATH,
         load=f"open loop, {rate:,.0f} req/s for {duration_s:g} s",
-        sent=total,
-        ok=len(latencies),
-        elapsed_s=elapsed,
-        latencies_ms=latencies,
-        errors=dict(errors),
-        cpu_s=meter.stop(),
+        sent=run.sent,
+        ok=run.ok,
+        elapsed_s=run.elapsed_s,
+        latencies_ms=run.latencies_ms,
+        errors=run.errors,
+        cpu_s=cpu,
         explanations=explanations,
         offered_rate=rate,
-        max_send_lag_ms=lag * 1e3,
+        max_send_lag_ms=run.max_send_lag_ms,
         loadavg=avg,
-        error_samples=samples,
+        error_samples=run.error_samples,
     )
 
 
@@ -1362,14 +1296,17 @@ async def bench_platform(
 
         # The AWS endpoint takes an access-key pair (SigV4), not the REST Bearer key.
         created = await afd_access_key(http)
-        signer = SigV4Signer(
+        key = SigV4Key(
             created["access_key_id"],
             created["secret_access_key"],
-            httpx.URL(platform_.http_url).netloc.decode(),
+            service=AWS_SERVICE,
+            target=AWS_TARGET,
+            content_type=AWS_CONTENT_TYPE,
+            region=AWS_REGION,
         )
-        # Signing costs the client under 10 µs (hashlib/hmac; recorded below), against more than
-        # a millisecond of httpx's own CPU per request here, so each request is signed as it is
-        # sent, as an SDK would, and the AWS run's client CPU stays comparable with REST's.
+        signer = SigV4Signer(key, httpx.URL(platform_.http_url).netloc.decode())
+        # Signing costs the client under 10 µs (hashlib/hmac; recorded below), so each request
+        # is signed as it is sent, as an SDK would.
         result["aws_signing_us"] = median_us(
             lambda: signer(encoded["no"][0]), calls=200 if args.quick else 2000
         )
@@ -1380,22 +1317,19 @@ async def bench_platform(
                 "AWS endpoint": await check_reply(client, encoded["yes"][0], signer),
             }
 
-        async def http_run(rate: float, explain: str, sign: SigV4Signer | None) -> LoadRun:
-            async with load_client() as client:
-                for _ in range(3):  # open the connection pool; a failure shows in the run itself
-                    with contextlib.suppress(httpx.HTTPError):
-                        await client.post(PREDICTION_PATH, content=encoded["yes"][0])
-                return await http_open_loop(
-                    client,
-                    encoded["yes" if sign is not None else explain],
-                    rate=rate,
-                    duration_s=args.duration,
-                    pids=pids,
-                    timeout_s=args.request_timeout,
-                    connections=args.connections,
-                    explanations=explain,
-                    sign=sign,
-                )
+        async def http_run(rate: float, explain: str, sigv4: SigV4Key | None) -> LoadRun:
+            return await http_open_loop(
+                httpx.URL(platform_.http_url),
+                platform_.api_key,
+                encoded["yes" if sigv4 is not None else explain],
+                rate=rate,
+                duration_s=args.duration,
+                pids=pids,
+                timeout_s=args.request_timeout,
+                connections=args.connections,
+                explanations=explain,
+                sigv4=sigv4,
+            )
 
         rates = list(args.rates)
         if not args.quick:
@@ -1403,10 +1337,10 @@ async def bench_platform(
         # One AWS run, at the goal rate (or the highest asked for), without explanations as the
         # endpoint serves it: the same body as the REST "explain": false run at that rate.
         aws_rate = GOAL_RATE if GOAL_RATE in rates else max(rates)
-        runs: list[tuple[float, str, SigV4Signer | None]] = [
+        runs: list[tuple[float, str, SigV4Key | None]] = [
             (rate, explain, None) for rate in rates for explain in ("yes", "no")
         ]
-        runs.append((aws_rate, "no", signer))
+        runs.append((aws_rate, "no", key))
         for k, (rate, explain, sign) in enumerate(runs):
             platform_.check_alive()
             summary = await measured(functools.partial(http_run, rate, explain, sign))

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -46,6 +46,9 @@ from services.fraud.domain.resources import (
     refuse_delete,
 )
 from services.fraud.operations import FraudOperations, Output
+
+if TYPE_CHECKING:
+    from services.fraud.domain.training import ScoreCalibration
 from services.inference.adapters.onnx_session import OnnxRunner, cuda_available
 
 log = logging.getLogger("trellis.fraud.models")
@@ -57,7 +60,7 @@ class ServingBundle:
     """What one ACTIVE model version needs on this replica to score an event."""
 
     pipeline: FeaturePipeline
-    score: Any  # probability -> 0..1000
+    calibration: ScoreCalibration  # probability -> 0..1000
     booster: Any  # lightgbm.Booster, for explanations
     inference_model: str
     feature_variable: dict[str, str]
@@ -477,7 +480,7 @@ class Models:
             runner = await asyncio.to_thread(_local_runner, version, pipeline, onnx_bytes)
         bundle = ServingBundle(
             pipeline,
-            calibration.score,
+            calibration,
             booster,
             version.inference_model or "",
             dict(pipeline.feature_variable),
@@ -563,7 +566,7 @@ class Models:
                 service="inference",
             )
             probabilities = np.array(reply.scores or [], dtype=np.float64)
-            scores += [float(s) for s in np.round(bundle.score(probabilities), 1)]
+            scores += [float(s) for s in np.round(bundle.calibration.score(probabilities), 1)]
         return scores
 
     async def _version(self, key: str) -> ModelVersionRecord:
@@ -613,7 +616,7 @@ class Models:
                 service="inference",
             )
             probability = float((reply.scores or [0.0])[0])
-        score = float(np.round(bundle.score(np.array([probability]))[0], 1))
+        score = bundle.calibration.score_one(probability)
         if not explain:
             return score, []
         impacts = variable_impacts(bundle.booster, features, bundle.feature_variable, top=5)

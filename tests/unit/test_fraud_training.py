@@ -153,6 +153,18 @@ def test_calibration_is_monotonic_bounded_and_informative() -> None:
     assert np.mean(legit >= 900) == pytest.approx(0.02, abs=0.005)
 
 
+def test_one_score_equals_the_batch_score_as_served() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(20_000) < 0.03).astype(np.int8)
+    p = 1 / (1 + np.exp(-(rng.normal(size=20_000) + 3 * y - 4)))
+    cal = ScoreCalibration.fit(p, y)
+    edges = [0.0, 1.0, 1e-300, 1 - 1e-16, 0.5, float(np.nextafter(0, 1)), float("nan")]
+    probabilities = np.concatenate([edges, rng.random(5000), p[:5000], rng.random(500) ** 40])
+    batch = np.round(cal.score(probabilities), 1)
+    one = [cal.score_one(float(v)) for v in probabilities]
+    assert one == [float(v) for v in batch]  # bit for bit, so online and batch scores agree
+
+
 def test_calibration_round_trips_through_json() -> None:
     rng = np.random.default_rng(4)
     y = (rng.random(5000) < 0.05).astype(np.int8)

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import lightgbm
@@ -146,10 +147,19 @@ class ScoreCalibration:
 
     def score(self, probabilities: npt.ArrayLike) -> FloatArray:
         """Scores in [0, 1000], non-decreasing in probability."""
-        out: FloatArray = np.interp(
-            _logit(probabilities), np.asarray(self.log_odds), np.asarray(self.scores)
-        )
+        out: FloatArray = np.interp(_logit(probabilities), self._knots[0], self._knots[1])
         return out
+
+    def score_one(self, probability: float) -> float:
+        """`score` of one probability, rounded to 0.1 as served, without array set-up."""
+        with np.errstate(divide="ignore"):
+            z = np.log(probability) - np.log1p(-probability)  # the same ufuncs as `_logit`
+        z = 0.0 if z != z else min(max(float(z), -_LOGIT_LIMIT), _LOGIT_LIMIT)  # NaN -> 0
+        return float(np.round(np.interp(z, self._knots[0], self._knots[1]), 1))
+
+    @cached_property
+    def _knots(self) -> tuple[FloatArray, FloatArray]:
+        return np.asarray(self.log_odds), np.asarray(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
         return {
