@@ -832,7 +832,7 @@ async def http_open_loop(
     avg = loadavg()
     meter.start()
     run = await run_in_process(spec)
-    cpu = {**meter.stop(), "client": run.client_cpu_s}
+    cpu = {**meter.stop(), "load generator": run.client_cpu_s}
     return LoadRun(
         path=REST_PATH if sigv4 is None else AWS_PATH,
         load=f"open loop, {rate:,.0f} req/s for {duration_s:g} s",
@@ -928,7 +928,7 @@ PROFILE_HOOKS: tuple[tuple[str, str, str, str], ...] = (
     ("runtime.bus", "Bus", "request", "inference round trip (Bus.request)"),
     ("services.fraud.operations", "FraudOperations", "store_event", STORE_STEP),
     ("services.fraud.adapters.event_store", "EventStore", "apply_sent", VIEW_STEP),
-    ("services.fraud.domain.training", "ScoreCalibration", "score", "score calibration"),
+    ("services.fraud.domain.training", "ScoreCalibration", "score_one", "score calibration"),
     ("services.fraud.adapters.onnx_export", "", "explain", "explanation (LightGBM SHAP)"),
     ("services.fraud.domain.rules", "CompiledRule", "evaluate", "rule evaluation"),
 )
@@ -1091,7 +1091,7 @@ async def micro_steps(bus: Bus, body: dict[str, Any], quick: bool) -> dict[str, 
             pipeline.transform_one(one_event)
         ),
         "ONNX Runtime in-process as served (OnnxRunner, 1 thread)": lambda: runner.run(feeds),
-        "score calibration (ScoreCalibration.score)": lambda: calibration.score(np.array([0.1])),
+        "score calibration (ScoreCalibration.score_one)": lambda: calibration.score_one(0.1),
         "explanation as served (explain: pred_contrib, 1 thread)": lambda: onnx_export.explain(
             booster, x, pipeline.feature_variable, top=5
         ),
@@ -1625,7 +1625,7 @@ def scoring_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PROCESSES = ("fraud", "inference", "gateway", "nats-server", "bench client")
+PROCESSES = ("fraud", "inference", "gateway", "nats-server", "bench client", "load generator")
 
 
 def load_table(result: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ _PASSED_TRELLIS = {"TRELLIS_DATA_DIR", "TRELLIS_LOG_LEVEL"}
 # Ends after which the trial may run again (a promotion, or a requeue should this worker die
 # before the end is recorded): its checkpoint goes to the store so any worker can resume it.
 _SAVED_ON = frozenset({"paused", "completed", "no_report"})
+DEFAULT_CHECKPOINT_EVERY_S = 60.0
 
 
 def trial_env(job: str, trial_id: int, pool: str) -> dict[str, str]:
@@ -86,6 +87,7 @@ class Worker:
         python: str = sys.executable,
         max_checkpoint_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
         checkpoint_store_bytes: int = DEFAULT_STORE_BYTES,
+        checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
         replicas: int = 1,
     ) -> None:
         self.bus = bus
@@ -108,6 +110,9 @@ class Worker:
         # 0 keeps checkpoints on this machine only.
         self.max_checkpoint_bytes = max_checkpoint_bytes
         self.checkpoint_store_bytes = checkpoint_store_bytes
+        # While a trial runs, its checkpoint is stored at most this often (0: only when it ends),
+        # so a trial requeued after its worker died resumes from it, not from the start.
+        self.checkpoint_every_s = checkpoint_every_s
         self.replicas = replicas
         self._checkpoints: CheckpointStore | None = None
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}".lower()
@@ -220,9 +225,11 @@ class Worker:
         checkpoint.mkdir(parents=True, exist_ok=True)
         seq = 0
         began = time.monotonic()
+        saving: asyncio.Task[None] | None = None
+        last_saved = began
 
         async def on_report(metrics: dict[str, Any]) -> None:
-            nonlocal seq
+            nonlocal seq, saving, last_saved
             # Time and cost so far, so that a job can minimise them (the seed's Pareto set);
             # a script that reports its own keeps them.
             elapsed = time.monotonic() - began
@@ -242,6 +249,13 @@ class Worker:
                 message_id=f"{trial.job}-{trial.trial_id}-{trial.attempt}-{seq}",
             )
             seq += 1
+            # Scripts write their checkpoint before they report: now is when it is whole.
+            due = self.checkpoint_every_s > 0 and time.monotonic() - last_saved >= (
+                self.checkpoint_every_s
+            )
+            if due and (saving is None or saving.done()):
+                last_saved = time.monotonic()
+                saving = asyncio.create_task(self._save_running(trial, checkpoint))
 
         try:
             argv = trial_argv(self.python, trial.entry_point, trial.config, checkpoint)
@@ -270,6 +284,8 @@ class Worker:
         finally:
             self.running.pop((trial.job, trial.trial_id), None)
             self.free_gpus.extend(held)
+            if saving is not None:
+                await saving  # one upload of a key at a time; it never raises
         if outcome.reason in _SAVED_ON:
             # Before the end is sent: the trial may be queued again the moment it is recorded.
             await self._save(trial, checkpoint, notes)
@@ -332,6 +348,23 @@ class Worker:
             notes.append(
                 f"[trellis] the checkpoint could not be stored ({problem}); "
                 "only this worker can resume the trial from it"
+            )
+
+    async def _save_running(self, trial: TrialQueued, checkpoint: Path) -> None:
+        """Store the checkpoint of a trial still running; skipped when the script changed it
+        while it was being packed (the next report tries again)."""
+        store = await self._checkpoint_store()
+        if store is None:
+            return
+        key = checkpoint_key(trial.job, trial.trial_id)
+        try:
+            await store.save(key, checkpoint, attempt=trial.attempt, worker=self.id, live=True)
+        except Exception as exc:
+            log.warning(
+                "trial %s of %s: checkpoint not stored while running: %s",
+                trial.trial_id,
+                trial.job,
+                _describe(exc),
             )
 
     async def _ended(
@@ -397,6 +430,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="size of the shared checkpoint bucket, set by the worker that creates it "
         "(default 2048, env TRELLIS_TUNER_CHECKPOINT_STORE_MB)",
     )
+    p.add_argument(
+        "--checkpoint-every-s",
+        type=float,
+        default=os.environ.get("TRELLIS_TUNER_CHECKPOINT_EVERY_S", str(DEFAULT_CHECKPOINT_EVERY_S)),
+        help="store a running trial's checkpoint at most this often, at its reports, so a trial "
+        "whose worker dies resumes from it; 0: only when the trial ends or pauses "
+        f"(default {DEFAULT_CHECKPOINT_EVERY_S:g}, env TRELLIS_TUNER_CHECKPOINT_EVERY_S)",
+    )
     return p
 
 
@@ -426,6 +467,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         ack_wait_s=args.ack_wait_s,
         max_checkpoint_bytes=max(args.max_checkpoint_mb, 0) * 2**20,
         checkpoint_store_bytes=max(args.checkpoint_store_mb, 1) * 2**20,
+        checkpoint_every_s=max(args.checkpoint_every_s, 0.0),
         replicas=shared.stream_replicas,
     )
     await worker.start()

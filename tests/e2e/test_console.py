@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,29 @@ def test_run_a_tuning_job_and_watch_it(browser: Browser, screenshots: Path) -> N
     assert len(trials) == spec["stop"]["max_num_trials_started"]
     assert browser.all("#tuning-best-chart svg path")  # the best-so-far line
     browser.screenshot(screenshots / "tuning.png")
+
+
+def test_a_simulator_job_shows_its_benchmark_not_a_script(browser: Browser) -> None:
+    browser.page("tuning")
+    spec = {
+        "name": f"console-sim-{uuid.uuid4().hex[:6]}",
+        "backend": {"type": "simulator", "benchmark": "learning-curves"},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3},
+        "stop": {"max_num_trials_started": 20},
+    }
+    browser.driver.execute_script(
+        "document.querySelector('#tuning-spec').value = arguments[0];", json.dumps(spec)
+    )
+    browser.find("#tuning-start").click()
+    assert browser.text("#tuning-backend", 20) == "simulator: learning-curves"
+    browser.wait_for(
+        lambda: browser.all("#tuning-status") and browser.text("#tuning-status") == "Completed",
+        "the simulated job to complete",
+        60,
+    )
+    summary = browser.text("section.page[data-page=tuning]")
+    assert "Entry point" not in summary and "Simulated workers" in summary
+    assert len(browser.all("#tuning-trials tbody tr")) == 20
 
 
 BUSYBOX_DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nRUN ["/bin/busybox", "echo", "built"]\n'

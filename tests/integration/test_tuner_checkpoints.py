@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,7 +24,7 @@ from services.tuner.adapters.checkpoints import (
     read_marker,
 )
 from services.tuner.worker import Worker
-from tests.integration.test_tuner import ask, settled
+from tests.integration.test_tuner import _process, ask, settled
 
 # Resumes its epoch counter from the checkpoint directory and says where it resumed from. The
 # trial named by --hang reports once and then runs until stopped, holding its worker's slot.
@@ -240,3 +243,63 @@ async def test_checkpoint_store_round_trip_metadata_and_refusals(
 
     assert await store.delete_job(f"rt-{unique}") == 1
     assert await store.stored(key) is None
+
+
+async def test_a_trial_whose_worker_is_killed_resumes_from_the_checkpoint_stored_while_it_ran(
+    nats_url: str,
+    tuner: Bus,
+    workers: Callable[..., Awaitable[Worker]],
+    script: Path,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    pool, name = f"l{unique}", f"live-{unique}"
+    env = {
+        **os.environ,
+        "TRELLIS_NATS_URL": nats_url,
+        "TRELLIS_DATA_DIR": str(tmp_path / "a"),
+        "TRELLIS_LOG_LEVEL": "WARNING",
+    }
+    argv = [sys.executable, "-m", "services.tuner.worker", "--pool", pool, "--slots", "1"]
+    argv += ["--ack-wait-s", "2", "--checkpoint-every-s", "0.1"]
+    first = _process(argv, env, tmp_path / "worker.log")
+    try:
+        spec = promotion_spec(name, script, pool, epochs=40, delay=0.4).model_dump()
+        spec["scheduler"] = {"type": "random"}
+        spec["stop"] = {"max_num_trials_started": 1}
+        await ask(tuner, "create_tuning_job", TuningJobSpec.model_validate(spec))
+        store = await CheckpointStore.open(tuner.js, max_bytes=2**20, scratch=tmp_path / "scratch")
+
+        async def stored_epoch() -> int:
+            copy = tmp_path / f"copy-{time.monotonic_ns()}"  # no sync marker: always fetched
+            copy.mkdir()
+            if await store.restore(checkpoint_key(name, 0), copy) is None:
+                return 0
+            return int((copy / "epoch").read_text())
+
+        async def three_epochs_stored() -> bool:
+            return await stored_epoch() >= 3
+
+        await until(three_epochs_stored, "the running trial's checkpoint at epoch 3", 40)
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its trial, mid-training
+        first.wait()
+        stored = await stored_epoch()
+        await workers(pool, tmp_path / "b", checkpoint_every_s=0.1)
+
+        async def resumed() -> bool:
+            rows = (await ask(tuner, "list_trials", JobRef(name=name)))["trials"]
+            return any(r["resumed_from"] > 0 for r in rows[0]["reports"])
+
+        await until(resumed, "the trial to resume on the second worker", 60)
+        await ask(tuner, "stop_tuning_job", JobRef(name=name))
+        rows = (await ask(tuner, "list_trials", JobRef(name=name)))["trials"]
+        second_run = [r for r in rows[0]["reports"] if r["resumed_from"] > 0]
+        # From the epoch stored before the kill, not from the start (the trial's own last
+        # checkpoint may be one epoch further, its upload cut short by the kill).
+        assert second_run[0]["resumed_from"] >= stored >= 3
+        assert second_run[0]["root"].startswith(str(tmp_path / "b"))
+        assert rows[0]["attempt"] == 2
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()

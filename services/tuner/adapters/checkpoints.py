@@ -367,10 +367,13 @@ class CheckpointStore:
         return tempfile.TemporaryFile(dir=self.scratch, prefix=".checkpoint-")
 
     async def save(
-        self, key: str, directory: Path, *, attempt: int, worker: str
+        self, key: str, directory: Path, *, attempt: int, worker: str, live: bool = False
     ) -> StoredCheckpoint | None:
         """Uploads `directory` when it has content that changed since it was last in sync with
-        the store; None when there was nothing to upload."""
+        the store; None when there was nothing to upload.
+
+        `live`: a running trial may be writing the directory; a copy during which anything in it
+        changed, or that could not be read whole, is not uploaded (None)."""
         if not has_content(directory):
             return None
         marker = read_marker(directory)
@@ -378,9 +381,18 @@ class CheckpointStore:
         if marker is not None and marker.fingerprint == listing:
             return None
         with self._tempfile() as archive:
-            size, sha256, content = await asyncio.to_thread(
-                pack, directory, archive, self.max_bytes
-            )
+            try:
+                size, sha256, content = await asyncio.to_thread(
+                    pack, directory, archive, self.max_bytes
+                )
+            except (OSError, tarfile.TarError) as exc:
+                if live:
+                    log.debug("checkpoint %s changed while packed (%s): not stored", key, exc)
+                    return None
+                raise
+            if live and await asyncio.to_thread(fingerprint, directory) != listing:
+                log.debug("checkpoint %s changed while packed: not stored", key)
+                return None
             if marker is not None and marker.sha256 == sha256:
                 await asyncio.to_thread(write_marker, directory, SyncMarker(sha256, listing))
                 return None

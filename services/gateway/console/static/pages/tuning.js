@@ -96,6 +96,13 @@ function checkSpec(text) {
   if (typeof spec.name !== "string" || !JOB_NAME.test(spec.name)) {
     throw new Error("name: 1-63 letters, digits or '-', starting with a letter or digit.");
   }
+  if (spec.backend?.type === "simulator") {
+    // The tuner fills in the benchmark's space and metrics, and refuses what does not apply.
+    if (typeof spec.backend.benchmark !== "string" || !spec.backend.benchmark) {
+      throw new Error("backend.benchmark: the name of one of the tuner's simulated benchmarks.");
+    }
+    return spec;
+  }
   if (typeof spec.entry_point !== "string" || !spec.entry_point.trim()) {
     throw new Error("entry_point: the path of a training script the pool's workers can read.");
   }
@@ -123,7 +130,9 @@ async function renderList(root) {
     h("p", { class: "hint" },
       "A TuningJobSpec as JSON (the same body as POST /v1/tuning-jobs or `trellis tune run`). ",
       "entry_point must be a script the pool's workers can read; it reports with ",
-      h("code", {}, "trellis.reporter.Reporter"), " or Syne Tune's Reporter."),
+      h("code", {}, "trellis.reporter.Reporter"), " or Syne Tune's Reporter. ",
+      "A simulator job names a benchmark instead: ",
+      h("code", {}, '"backend": {"type": "simulator", "benchmark": "learning-curves"}'), "."),
     textarea,
     h("div", { class: "row tuning-actions" }, start, reset),
   );
@@ -315,6 +324,23 @@ async function renderJob(root, name) {
   live(`tuning:${name}`, { ready: () => soon(), change: () => soon() }); // ready: changes before the watch
 }
 
+// A simulator job has no script or pool: its trials are evaluations of a benchmark in the tuner.
+function backendRows(spec) {
+  const backend = spec.backend || { type: "workers" };
+  if (backend.type === "simulator") {
+    const cost = backend.cost_per_hour ? `, ${formatNumber(backend.cost_per_hour, 4)} per simulated hour` : "";
+    return [
+      ["Backend", h("span", { id: "tuning-backend" }, `simulator: ${backend.benchmark}`)],
+      ["Simulated workers", `${spec.n_workers} (time scale ${backend.time_scale}${cost})`],
+    ];
+  }
+  return [
+    ["Entry point", h("code", {}, spec.entry_point)],
+    ["Pool", spec.pool_param ? `chosen by ${spec.pool_param} (default ${spec.pool})` : spec.pool],
+    ["Workers", `${spec.n_workers}`],
+  ];
+}
+
 function summaryPanel(job) {
   const spec = job.spec;
   const counts = job.trial_counts || {};
@@ -329,9 +355,7 @@ function summaryPanel(job) {
   const rows = [
     ["Scheduler", schedulerText(spec)],
     ["Metrics", metrics],
-    ["Entry point", h("code", {}, spec.entry_point)],
-    ["Pool", spec.pool_param ? `chosen by ${spec.pool_param} (default ${spec.pool})` : spec.pool],
-    ["Workers", `${spec.n_workers}`],
+    ...backendRows(spec),
     ["Stop when", stopText(spec.stop) || "the search space is exhausted"],
     ["Created", formatTime(job.created_at)],
     ["Ended", formatTime(job.ended_at)],
