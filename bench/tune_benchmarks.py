@@ -193,6 +193,14 @@ class LCDBBenchmark:
         """Lowest mean validation error of any learner at any anchor."""
         return float(self.curves.error.min())
 
+    def fastest_time_to(self, regret: float) -> float:
+        """The least simulated time any method needs to see a report within `regret` of the
+        optimum: one trial of the right learner, stepped from the first anchor to the first
+        one good enough (inf if none is)."""
+        steps = np.maximum(self.curves.train_time, MIN_STEP_SECONDS).cumsum(axis=1)
+        good = self.curves.error - self.optimum <= regret
+        return float(np.where(good, steps, np.inf).min())
+
     def full_evaluation_seconds(self) -> float:
         """Mean over learners of the time to train the whole curve."""
         return float(np.maximum(self.curves.train_time, MIN_STEP_SECONDS).sum(axis=1).mean())

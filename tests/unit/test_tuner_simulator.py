@@ -256,6 +256,23 @@ def test_lcdb_benchmark_on_given_curves() -> None:
         make_scheduler(TRELLIS_ASHA, benchmark, 0), benchmark, n_workers=2, max_simulated_time=30
     )
     assert result.final_best("error") == pytest.approx(0.1)
+    # The optimum only at b's last anchor (1 + 2 + 4 s); within 0.2 of it, b at its second
+    # anchor (1 + 2 s) beats a at its third (0.001 + 1 + 2 s).
+    assert benchmark.fastest_time_to(0.0) == pytest.approx(7.0)
+    assert benchmark.fastest_time_to(0.2) == pytest.approx(3.0)
+    assert benchmark.fastest_time_to(0.5) == pytest.approx(1e-3)
+    assert benchmark.fastest_time_to(-1.0) == math.inf
+    case = run_case(
+        "toy-lcdb", benchmark, [RANDOM, TRELLIS_ASHA], [0, 1], budget_s=60.0,
+        max_resource_only=False, multi_objective=False,
+    )  # fmt: skip
+    fastest = benchmark.fastest_time_to(case["target"])
+    assert case["fastest_time_to_target_s"] == fastest
+    random_time = case["methods"][RANDOM]["time_to_target_median_s"]
+    assert case["attainable_speedup_vs_random"] == pytest.approx(random_time / fastest)
+    for row in case["methods"].values():  # nothing beats the bound
+        assert row["time_to_target_median_s"] >= fastest
+    assert "at most" in quality_table({"cases": [case]}, multi_objective=False)
 
 
 # -- bench/tune.py, tiny budgets --------------------------------------------------------------------
