@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ class Afd:
     imports: Path
     url: str
     admin_key: str
+    # Replaces the fraud service by one with other settings (same NATS, same data dir).
+    restart_fraud: Callable[[FraudSettings], Awaitable[None]] | None = None
 
     async def rest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
@@ -69,12 +71,19 @@ async def afd(nats_url: str, data_dir: Path) -> AsyncIterator[Afd]:
     ]
     for service in services:
         await service.start()
+
+    async def restart_fraud(settings: FraudSettings) -> None:
+        await services[0].stop()
+        buses.append(await Bus.connect(nats_url, source="fraud"))
+        services[0] = await build_fraud(buses[-1], settings, shared)
+        await services[0].start()
+
     creds = load_or_create_credentials(data_dir, BootstrapSettings())
     async with serving_gateway(buses[2], shared, request_timeout_s=30) as url:
         client = gateway_client(
             "frauddetector", url, creds.access_key_id, creds.secret_access_key, read_timeout=60
         )
-        yield Afd(client, imports, url, creds.api_key)
+        yield Afd(client, imports, url, creds.api_key, restart_fraud)
     for service in services:
         await service.stop()
     await forget_fraud(buses[0], buses[1])
@@ -509,6 +518,28 @@ async def test_train_activate_detect_predict(afd: Afd) -> None:
         "POST", "/v1/fraud/GetEventPrediction", json={**request, "explain": False}
     )
     assert quiet.status_code == 200 and "explanations" not in quiet.json()
+    # TRELLIS_FRAUD_SCORING=inference: the same score, from the inference service's copy.
+    assert afd.restart_fraud is not None
+    await afd.restart_fraud(FraudSettings(flush_interval_s=0.5, scoring="inference"))
+    for i in (0, 9):
+        ip, email, timestamp, _ = rows[i].split(",")
+        remote = await afd.rest(
+            "POST",
+            "/v1/fraud/GetEventPrediction",
+            json={
+                **request,
+                "eventId": f"remote-{i}",
+                "eventTimestamp": timestamp,
+                "entities": [{"entityType": "customer", "entityId": f"c-{i}"}],
+                "eventVariables": {"ip_address": ip, "email_address": email},
+                "explain": False,
+            },
+        )
+        assert remote.status_code == 200, remote.text
+        [remote_scores] = remote.json()["modelScores"]
+        assert (
+            remote_scores["scores"]["registration_model_insightscore"] == batch_scores[f"batch-{i}"]
+        ), f"event {i} scored by the inference service"
 
     # The scored event is stored, as AFD stores the events it predicts on.
     stored = (await afd("get_event", eventId="p-1", eventTypeName="registration"))["event"]
