@@ -619,7 +619,11 @@ class Models:
         score = bundle.calibration.score_one(probability)
         if not explain:
             return score, []
-        impacts = variable_impacts(bundle.booster, features, bundle.feature_variable, top=5)
+        # SHAP over the whole forest takes milliseconds; LightGBM releases the GIL meanwhile, so
+        # in a thread it leaves the event loop to other requests and uses another core.
+        impacts = await asyncio.to_thread(
+            variable_impacts, bundle.booster, features, bundle.feature_variable, top=5
+        )
         return score, [{"variableName": v, "logOddsImpact": round(float(c), 4)} for v, c in impacts]
 
 
