@@ -21,6 +21,7 @@ from contracts.system import HealthPoll, PingReply, PingRequest, RecentError, Se
 from contracts.topology import ConsumerSpec
 from runtime.bus import Bus, EventHandler, RequestHandler
 from runtime.consumer import DurableConsumer
+from runtime.heap import freeze_heap
 from runtime.logs import RECENT_ERRORS
 from runtime.metrics import ServiceMetrics
 from runtime.ops_http import OpsServer, json_response
@@ -155,6 +156,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        freeze_heap()  # what startup loaded lasts: keep it out of full collections
         await stop.wait()
         log.info("%s draining", self.name)
         await self.stop()

@@ -35,6 +35,7 @@ from contracts.inference import (
     UnloadModelCommand,
 )
 from runtime.errors import TrellisError, ValidationFailed
+from runtime.heap import refreeze_heap
 from runtime.paging import page
 from services.fraud.adapters.artifacts import Artifacts
 from services.fraud.domain.features import FeaturePipeline, VariableSpec
@@ -490,6 +491,7 @@ class Models:
         if pipeline.is_tfi:
             bundle.history = await self._replayed_history(pipeline, model.event_type_name)
         self._bundles[version.key] = bundle
+        refreeze_heap()  # a served model lasts: keep its objects out of full collections
         return bundle
 
     async def _replayed_history(self, pipeline: FeaturePipeline, event_type: str) -> Any:

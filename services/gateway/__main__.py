@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from runtime.bus import Bus
+from runtime.heap import freeze_heap
 from runtime.logs import configure_logging
 from runtime.main import run
 from runtime.metrics import ServiceMetrics
@@ -22,6 +23,7 @@ async def serve(settings: Settings, shared: SharedSettings) -> None:
     )
     try:
         app = await build(bus, settings, shared)
+        freeze_heap()  # what startup loaded lasts: keep it out of full collections
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
