@@ -24,6 +24,7 @@ from contracts.inference import (
     ModelStatus,
 )
 from runtime.errors import NotFound, ServiceUnavailable, TrellisError, ValidationFailed
+from runtime.heap import refreeze_heap
 from runtime.metrics import LATENCY_BUCKETS, ServiceMetrics
 from services.inference.adapters.model_store import ModelStore
 from services.inference.adapters.onnx_session import OnnxRunner, artifact_for
@@ -196,6 +197,7 @@ class ModelServer:
         )
         if previous is not None and previous.state is ModelState.READY:
             await self._release(previous)
+        refreeze_heap()  # a served model lasts: keep its objects out of full collections
 
     async def _build(self, config: ModelConfig) -> Served:
         model_bytes = await self.store.artifact(artifact_for(config, has_cuda=self.has_cuda))
