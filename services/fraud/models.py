@@ -47,10 +47,10 @@ from services.fraud.domain.resources import (
     refuse_delete,
 )
 from services.fraud.operations import FraudOperations, Output
+from services.inference.adapters.onnx_session import OnnxRunner, cuda_available
 
 if TYPE_CHECKING:
     from services.fraud.domain.training import ScoreCalibration
-from services.inference.adapters.onnx_session import OnnxRunner, cuda_available
 
 log = logging.getLogger("trellis.fraud.models")
 LEASE = timedelta(minutes=2)
