@@ -255,7 +255,7 @@ class Worker:
             )
             if due and (saving is None or saving.done()):
                 last_saved = time.monotonic()
-                saving = asyncio.create_task(self._save_running(trial, checkpoint))
+                saving = asyncio.create_task(self._save(trial, checkpoint))
 
         try:
             argv = trial_argv(self.python, trial.entry_point, trial.config, checkpoint)
@@ -333,39 +333,30 @@ class Worker:
                 fetched.worker,
             )
 
-    async def _save(self, trial: TrialQueued, checkpoint: Path, notes: list[str]) -> None:
+    async def _save(
+        self, trial: TrialQueued, checkpoint: Path, notes: list[str] | None = None
+    ) -> None:
+        """Store the trial's checkpoint. Without `notes` the trial is still running: a copy the
+        script changed while it was packed is skipped (its next report tries again), and a
+        failure is only logged."""
         store = await self._checkpoint_store()
         if store is None:
             return
         key = checkpoint_key(trial.job, trial.trial_id)
         try:
-            await store.save(key, checkpoint, attempt=trial.attempt, worker=self.id)
+            await store.save(
+                key, checkpoint, attempt=trial.attempt, worker=self.id, live=notes is None
+            )
         except Exception as exc:
             problem = _describe(exc)
             log.warning(
                 "trial %s of %s: checkpoint not stored: %s", trial.trial_id, trial.job, problem
             )
-            notes.append(
-                f"[trellis] the checkpoint could not be stored ({problem}); "
-                "only this worker can resume the trial from it"
-            )
-
-    async def _save_running(self, trial: TrialQueued, checkpoint: Path) -> None:
-        """Store the checkpoint of a trial still running; skipped when the script changed it
-        while it was being packed (the next report tries again)."""
-        store = await self._checkpoint_store()
-        if store is None:
-            return
-        key = checkpoint_key(trial.job, trial.trial_id)
-        try:
-            await store.save(key, checkpoint, attempt=trial.attempt, worker=self.id, live=True)
-        except Exception as exc:
-            log.warning(
-                "trial %s of %s: checkpoint not stored while running: %s",
-                trial.trial_id,
-                trial.job,
-                _describe(exc),
-            )
+            if notes is not None:
+                notes.append(
+                    f"[trellis] the checkpoint could not be stored ({problem}); "
+                    "only this worker can resume the trial from it"
+                )
 
     async def _ended(
         self, trial: TrialQueued, reason: Any, error: str | None, elapsed: float, reports: int = 0
