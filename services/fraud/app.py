@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -36,10 +37,11 @@ from services.fraud.detectors import Detectors
 from services.fraud.domain.account import AccountSettings
 from services.fraud.domain.resources import BatchImportRecord, BatchPredictionRecord
 from services.fraud.handlers import FraudHandlers, afd_handler
-from services.fraud.models import Models
+from services.fraud.models import LEASE, Models
 from services.fraud.operations import FraudOperations, Stores
 
 log = logging.getLogger("trellis.fraud")
+RESUME_CHECK_S = LEASE.total_seconds() / 4
 
 
 async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service:
@@ -158,13 +160,17 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
 
     async def keep_store() -> None:
         """Flush the event tail to Parquet, resume abandoned trainings; flush once more on stop."""
+        next_resume_check = 0.0
         try:
             while True:
                 await asyncio.sleep(settings.flush_interval_s)
                 if events.tail_rows():
                     await asyncio.to_thread(events.flush)
-                with contextlib.suppress(Exception):
-                    await models.resume_abandoned()
+                # Listing the versions costs a JetStream consumer; a lease lasts minutes.
+                if time.monotonic() >= next_resume_check:
+                    next_resume_check = time.monotonic() + RESUME_CHECK_S
+                    with contextlib.suppress(Exception):
+                        await models.resume_abandoned()
         finally:
             await view.stop()
             await asyncio.to_thread(events.flush)

@@ -105,3 +105,42 @@ def test_reads_during_flushes_and_compactions_never_miss_an_event(tmp_path: Path
     finally:
         stop.set()
         worker.join()
+
+
+def test_timestamps_read_back_exactly_from_the_tail_and_from_parts(tmp_path: Path) -> None:
+    """The tail keeps timestamps as epoch microseconds; reads give the same instants in UTC."""
+    from datetime import timezone
+
+    paris = timezone(timedelta(hours=1))
+    instants = [
+        datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=paris),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 3, 1, 11, 30, 15, 123457),  # naive: taken as UTC
+    ]
+    store = EventStore(tmp_path)
+    for i, when in enumerate(instants):
+        event = sent(f"e{i}", 0).model_copy(
+            update={"event_timestamp": when, "label": "fraud", "label_timestamp": when}
+        )
+        store.apply_sent(i + 1, event)
+    store.apply_label(
+        9,
+        EventLabelUpdated(
+            event_type="reg", event_id="e0", label="legit", label_timestamp=instants[1]
+        ),
+    )
+    expected = {
+        "e0": (instants[0].astimezone(UTC), instants[1]),
+        "e1": (instants[1], instants[1]),
+        "e2": (instants[2].replace(tzinfo=UTC), instants[2].replace(tzinfo=UTC)),
+    }
+
+    def read() -> dict[str, tuple[datetime, datetime]]:
+        rows = store.events("reg").iter_rows(named=True)
+        return {r["EVENT_ID"]: (r["EVENT_TIMESTAMP"], r["LABEL_TIMESTAMP"]) for r in rows}
+
+    assert read() == expected
+    store.flush()
+    assert read() == expected
+    found = store.get("reg", "e0")
+    assert found is not None and found["EVENT_TIMESTAMP"] == instants[0]
