@@ -40,7 +40,13 @@ from services.gateway.handlers import (
     system,
     tuning,
 )
-from services.gateway.middleware import BodyLimitMiddleware, BodyTooLarge, RequestContextMiddleware
+from services.gateway.middleware import (
+    BodyLimitMiddleware,
+    BodyTooLarge,
+    HotPathMiddleware,
+    HotRoute,
+    RequestContextMiddleware,
+)
 from services.gateway.problems import STATUS_BY_CODE, problem
 
 
@@ -51,6 +57,53 @@ def aws_operations() -> AwsOperations:
     sagemaker.register(operations)
     secrets_manager.register(operations)
     return operations
+
+
+_AWS_ROUTE = HotRoute("/", aws.aws_endpoint)
+_FRAUD_ROUTE = HotRoute(f"{fraud.router.prefix}/{{operation}}", fraud.hot_call)
+_FRAUD_PREFIX = f"{fraud.router.prefix}/"
+
+
+def hot_route(method: str, path: str) -> HotRoute | None:
+    """The routes served by HotPathMiddleware: the AWS endpoint and the fraud operations."""
+    if method != "POST":
+        return None
+    if path == "/":
+        return _AWS_ROUTE
+    if path.startswith(_FRAUD_PREFIX) and path[len(_FRAUD_PREFIX) :] in fraud.OPERATIONS:
+        return _FRAUD_ROUTE
+    return None
+
+
+def error_response(exc: Exception) -> JSONResponse | None:
+    """The problem response for an error the gateway knows; None for anything else (a 500)."""
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": 'Bearer realm="trellis"'} if exc.status == 401 else None
+        return problem(exc.status, exc.detail, headers=headers)
+    if isinstance(exc, TrellisError):
+        # Details are for machines; show only the ones that help a caller and leak nothing.
+        shown: dict[str, Any] = {
+            k: v for k, v in exc.details.items() if k in ("service", "kind", "id")
+        }
+        return problem(STATUS_BY_CODE.get(exc.code, 500), exc.message, code=exc.code.value, **shown)
+    if isinstance(exc, RequestValidationError):
+        errors = [
+            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return problem(400, "the request is invalid", errors=errors)
+    if isinstance(exc, StarletteHTTPException):
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    if isinstance(exc, BodyTooLarge):
+        return problem(413, str(exc))
+    return None
+
+
+async def _on_error(_: Request, exc: Exception) -> JSONResponse:
+    response = error_response(exc)
+    if response is None:  # only registered for the types above
+        raise exc
+    return response
 
 
 def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Fleet) -> FastAPI:
@@ -69,6 +122,8 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     app.state.metrics = metrics
     app.state.aws_operations = aws_operations()
 
+    # Added first, so innermost: behind the body limit, correlation ids and access log.
+    app.add_middleware(HotPathMiddleware, route=hot_route, on_error=error_response)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -81,34 +136,14 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
-    @app.exception_handler(AuthError)
-    async def on_auth_error(_: Request, exc: AuthError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="trellis"'} if exc.status == 401 else None
-        return problem(exc.status, exc.detail, headers=headers)
-
-    @app.exception_handler(TrellisError)
-    async def on_trellis_error(_: Request, exc: TrellisError) -> JSONResponse:
-        # Details are for machines; show only the ones that help a caller and leak nothing.
-        shown: dict[str, Any] = {
-            k: v for k, v in exc.details.items() if k in ("service", "kind", "id")
-        }
-        return problem(STATUS_BY_CODE.get(exc.code, 500), exc.message, code=exc.code.value, **shown)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        return problem(400, "the request is invalid", errors=errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(BodyTooLarge)
-    async def on_too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return problem(413, str(exc))
+    for error_type in (
+        AuthError,
+        TrellisError,
+        RequestValidationError,
+        StarletteHTTPException,
+        BodyTooLarge,
+    ):
+        app.add_exception_handler(error_type, _on_error)
 
     # Requests are matched against routes in this order: the per-request hot paths (predictions,
     # inference, queries) first. No two routers share a path prefix, so the order is otherwise free.

@@ -282,3 +282,45 @@ async def test_aws_call_to_a_stopped_service_is_service_unavailable(platform: Pl
     assert (
         error["ResponseMetadata"]["HTTPStatusCode"] == 503 and "fraud" in error["Error"]["Message"]
     )
+
+
+async def test_hot_paths_answer_as_the_routes_do(platform: Platform) -> None:
+    """Fraud operations and the AWS endpoint skip FastAPI's routing, not its behaviour."""
+    http = platform.http
+    path = "/v1/fraud/GetVariables"
+    anonymous = await http.post(path, json={})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith(
+        "Bearer"
+    )
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    created = await http.post(
+        "/v1/keys", headers=platform.admin(), json={"name": "crawl", "scopes": ["crawler:read"]}
+    )
+    other_area = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    assert (await http.post(path, headers=other_area, json={})).status_code == 403
+
+    headers = {**platform.admin(), "X-Correlation-Id": "hot-1"}
+    answered = await http.post(path, headers=headers, json={})
+    assert answered.status_code == 200 and answered.headers["x-correlation-id"] == "hot-1"
+    assert answered.json()["variables"] == []
+
+    not_json = await http.post(path, headers=platform.admin(), content=b"{nope")
+    assert not_json.status_code == 400 and not_json.json()["errors"][0]["location"] == "body"
+    a_list = await http.post(path, headers=platform.admin(), json=[1])
+    assert a_list.status_code == 400 and a_list.json()["detail"] == "the request is invalid"
+    invalid = await http.post(
+        "/v1/fraud/GetEventPrediction", headers=platform.admin(), json={"detectorId": 5}
+    )
+    assert invalid.status_code == 400 and invalid.json()["code"] == "validation"
+    # Not a hot path (unknown operation): FastAPI's route answers, with the same shapes.
+    unknown = await http.post("/v1/fraud/NoSuchOperation", headers=platform.admin(), json={})
+    assert unknown.status_code == 404 and "GetEventPrediction" in unknown.json()["detail"]
+    huge = await http.post(path, headers=platform.admin(), content=b"x" * (65 * 1024))
+    assert huge.status_code == 413
+
+    metrics = (await http.get("/metrics", headers=platform.admin())).text
+    assert (
+        'trellis_http_requests_total{method="POST",route="/v1/fraud/{operation}",status="200"}'
+        in metrics
+    )
+    assert 'route="/v1/fraud/{operation}",status="401"' in metrics
