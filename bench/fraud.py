@@ -1341,6 +1341,11 @@ async def bench_platform(
             (rate, explain, None) for rate in rates for explain in ("yes", "no")
         ]
         runs.append((aws_rate, "no", key))
+        # The goal's runs again: one run's p99 on shared cores swings 2-4x between runs, so the
+        # goal is judged on the median of `--goal-rounds` runs of each.
+        if GOAL_RATE in rates:
+            goal_runs = [run for run in runs if run[0] == GOAL_RATE and run[1] == "no"]
+            runs += goal_runs * (args.goal_rounds - 1)
         for k, (rate, explain, sign) in enumerate(runs):
             platform_.check_alive()
             summary = await measured(functools.partial(http_run, rate, explain, sign))
@@ -1543,16 +1548,25 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
             for load in platform_.get("loads", [])
             if load.get("offered_rate") == GOAL_RATE and load["path"].startswith("HTTP")
         ]
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for load in at_goal:
-            ok = bool(load["sustained"]) and load["p99_ms"] < P99_GOAL_MS
+            groups.setdefault((load["path"], load.get("explanations", "yes")), []).append(load)
+        for (path, explanations), loads in groups.items():
+            p99s = [load["p99_ms"] for load in loads]
+            median_p99 = statistics.median(p99s)
+            sustained = all(load["sustained"] for load in loads)
+            errors = sum(sum(load["errors"].values()) for load in loads)
+            rates_ = ", ".join(f"{load['achieved_rate']:,.0f}" for load in loads)
+            each = ", ".join(f"{v:,.1f}" for v in p99s)
             out.append(
                 {
-                    "goal": f"GetEventPrediction p99 < {P99_GOAL_MS:g} ms through"
-                    f" {load['path']} at {GOAL_RATE:,.0f} req/s sustained, explanations"
-                    f" {load.get('explanations', 'yes')}",
-                    "value": f"achieved {load['achieved_rate']:,.0f} req/s, "
-                    f"p99 {load['p99_ms']:,.1f} ms, {sum(load['errors'].values())} errors",
-                    "pass": ok,
+                    "goal": f"GetEventPrediction p99 < {P99_GOAL_MS:g} ms through {path} at"
+                    f" {GOAL_RATE:,.0f} req/s sustained, explanations {explanations}"
+                    + (f" (median of {len(loads)} runs)" if len(loads) > 1 else ""),
+                    "value": f"achieved {rates_} req/s, p99 {each} ms"
+                    + (f" (median {median_p99:,.1f})" if len(loads) > 1 else "")
+                    + f", {errors} errors",
+                    "pass": sustained and median_p99 < P99_GOAL_MS,
                 }
             )
     return out
@@ -1850,11 +1864,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rates",
         type=rates,
-        default=(200.0, 1000.0),
-        help="HTTP open-loop rates in req/s (200,1000); a full run adds half the bus capacity",
+        default=(200.0, 500.0, 1000.0),
+        help="HTTP open-loop rates in req/s (200,500,1000); a full run adds half the bus capacity",
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds per load run (10; --quick: 1)"
+    )
+    parser.add_argument(
+        "--goal-rounds",
+        type=int,
+        default=None,
+        help="runs at the goal rate without explanations, REST and AWS; the goal takes their"
+        " median p99 (3; --quick: 1)",
     )
     parser.add_argument(
         "--rounds", type=int, default=None, help="in-process scoring rounds (3; --quick: 1)"
@@ -1914,9 +1935,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.no_profile = args.no_profile or args.quick
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
+    if args.goal_rounds is None:
+        args.goal_rounds = 1 if args.quick else 3
     args.ulb_legit_fraction = 0.05 if args.quick else 1.0
-    if not args.train_threads or min(args.rounds, args.connections) < 1 or args.duration <= 0:
-        parser.error("--train-threads, --rounds, --connections and --duration must be positive")
+    if (
+        not args.train_threads
+        or min(args.rounds, args.goal_rounds, args.connections) < 1
+        or args.duration <= 0
+    ):
+        parser.error(
+            "--train-threads, --rounds, --goal-rounds, --connections and --duration must be"
+            " positive"
+        )
     if not REGISTRATION_CSV.exists():
         parser.error(f"AFD sample data not found at {REGISTRATION_CSV}")
     if args.only_platform and args.no_platform:
