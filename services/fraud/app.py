@@ -166,6 +166,10 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
                 await asyncio.sleep(settings.flush_interval_s)
                 if events.tail_rows():
                     await asyncio.to_thread(events.flush)
+                    try:
+                        await asyncio.to_thread(events.maintain)
+                    except Exception:  # the store stays correct, only slower to read
+                        log.warning("could not merge the event store's parts", exc_info=True)
                 # Listing the versions costs a JetStream consumer; a lease lasts minutes.
                 if time.monotonic() >= next_resume_check:
                     next_resume_check = time.monotonic() + RESUME_CHECK_S

@@ -86,7 +86,7 @@ def test_reads_during_flushes_and_compactions_never_miss_an_event(tmp_path: Path
     stop = threading.Event()
 
     def churn() -> None:
-        seq = 100
+        seq = 3000
         while not stop.is_set():
             seq += 1
             store.apply_sent(seq, sent(f"x{seq}", 0, ip="1"))
@@ -144,3 +144,51 @@ def test_timestamps_read_back_exactly_from_the_tail_and_from_parts(tmp_path: Pat
     assert read() == expected
     found = store.get("reg", "e0")
     assert found is not None and found["EVENT_TIMESTAMP"] == instants[0]
+
+
+def test_maintenance_merges_parts_without_changing_what_is_read(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    directory = tmp_path / "reg"
+
+    def parts() -> int:
+        return len(list(directory.glob("part-*.parquet")))
+
+    for i in range(3000):  # a big first part, then many small flushes
+        store.apply_sent(i + 1, sent(f"base{i}", i, "legit", ip=f"10.{i}.{i * 7}.{i * 13}"))
+    store.flush()
+    seq = 3000
+    for i in range(6):
+        seq += 1
+        store.apply_sent(seq, sent(f"new{i}", 3000 + i, ip="1.1.1.1"))
+        store.flush()
+    seq += 1
+    store.apply_deleted(seq, EventDeleted(event_type="reg", event_id="base0"))
+    store.flush()
+    seq += 1
+    store.apply_label(
+        seq,
+        EventLabelUpdated(event_type="reg", event_id="base1", label="fraud", label_timestamp=T0),
+    )
+    store.flush()
+    assert parts() == 9
+    before = store.events("reg")
+    assert store.maintain(max_parts=16) == [] and parts() == 9
+
+    # The small parts are merged as log rows: the delete and the label still reach base0/1.
+    assert store.maintain(max_parts=4) == ["reg"] and parts() == 2
+    after = store.events("reg")
+    assert after.equals(before) and "base0" not in after["EVENT_ID"].to_list()
+    labels = dict(zip(after["EVENT_ID"], after["EVENT_LABEL"], strict=True))
+    assert labels["base1"] == "fraud" and labels["base2"] == "legit"
+
+    # Once the recent parts weigh half the oldest, everything is resolved into one part.
+    for i in range(3000):
+        seq += 1
+        store.apply_sent(seq, sent(f"more{i}", 4000 + i, ip=f"2.{i}.{i * 3}.{i * 11}"))
+        if i % 500 == 499:
+            store.flush()
+    expected = store.events("reg")
+    assert store.maintain(max_parts=4) == ["reg"] and parts() == 1
+    assert store.events("reg").equals(expected) and expected.height == 2999 + 6 + 3000
+    reopened = EventStore(tmp_path)
+    assert reopened.events("reg").equals(expected)

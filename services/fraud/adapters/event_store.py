@@ -44,6 +44,16 @@ def _part_name(sequence: int) -> str:
     return f"part-{sequence:012d}-{secrets.token_hex(4)}.parquet"
 
 
+def _read_parts(parts: list[Path]) -> pl.DataFrame:
+    """The log rows of several parts, in their order."""
+    return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+
+
+def _rows(part: Path) -> int:
+    """A part's row count, from its footer."""
+    return int(pl.scan_parquet(part).select(pl.len()).collect().item())
+
+
 def _safe_name(event_type: str) -> str:
     if not event_type or "/" in event_type or event_type.startswith("."):
         raise ValueError(f"invalid event type name {event_type!r}")
@@ -153,14 +163,36 @@ class EventStore:
         parts = sorted(directory.glob("part-*.parquet")) if directory.exists() else []
         if len(parts) < 2:
             return
-        resolved = self._resolve(
-            pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
-        )
+        self._replace(directory, parts, self._resolve(_read_parts(parts)))
+
+    def maintain(self, max_parts: int = 16) -> list[str]:
+        """Keep reads to a few files: with a flush every few seconds, parts pile up by thousands
+        a day. Past `max_parts`, the parts after the oldest are merged into one (log rows kept
+        as they are, so a delete or label still reaches an event in the older part); once those
+        hold half as many rows as the oldest part, everything is resolved into one (`compact`). So each row is
+        rewritten a bounded number of times, not at every merge. Returns the event types done."""
+        done = []
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if directory.name.startswith("."):
+                continue
+            parts = sorted(directory.glob("part-*.parquet"))
+            if len(parts) <= max_parts:
+                continue
+            oldest, recent = parts[0], parts[1:]
+            if 2 * sum(_rows(p) for p in recent) >= _rows(oldest):
+                self.compact(directory.name)
+            else:
+                self._replace(directory, recent, _read_parts(recent))
+            done.append(directory.name)
+        return done
+
+    def _replace(self, directory: Path, parts: list[Path], frame: pl.DataFrame) -> None:
+        """Write `frame` as one part in place of `parts`, sorting where the last of them did."""
         # A new name, never the old last part's: readers (and parquet readers' caches) must
         # never see different bytes under a path they already listed.
-        name = _part_name(int(parts[-1].name.split("-")[1].split(".")[0]))
+        name = _part_name(int(parts[-1].name.split("-")[1]))
         tmp = directory / f".{name}.tmp"
-        resolved.write_parquet(tmp, compression="zstd")
+        frame.write_parquet(tmp, compression="zstd")
         with self._lock:
             os.replace(tmp, directory / name)
             for part in parts:
