@@ -325,6 +325,12 @@ EVENTS: tuple[EventDoc, ...] = (
         "An event was stored.",
     ),
     EventDoc(
+        subjects.FRAUD_EVENTS_SENT,
+        fraud.EventsSent,
+        topology.FRAUD_EVENTS.name,
+        "Several events were stored in one message (a group commit); in their order.",
+    ),
+    EventDoc(
         subjects.FRAUD_EVENT_LABEL_UPDATED,
         fraud.EventLabelUpdated,
         topology.FRAUD_EVENTS.name,

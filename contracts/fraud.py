@@ -465,6 +465,9 @@ class PutKmsEncryptionKeyCommand(Command):
 
 # -- events on the FRAUD_EVENTS stream (the log stored events are materialised from) ------------
 
+# Events per EventsSent message: ~0.5 KB each keeps a message far below NATS's 1 MB default.
+MAX_EVENTS_PER_MESSAGE = 256
+
 
 class EventSent(Message):
     message_type: ClassVar[str] = "fraud.v1.event.sent"
@@ -477,6 +480,14 @@ class EventSent(Message):
     variables: dict[str, str | None]
     label: str | None = None
     label_timestamp: datetime | None = None
+
+
+class EventsSent(Message):
+    """Several events stored at once: one stream message per group commit (`EventLog`)."""
+
+    message_type: ClassVar[str] = "fraud.v1.event.sent_together"
+
+    events: list[EventSent] = Field(min_length=1, max_length=MAX_EVENTS_PER_MESSAGE)
 
 
 class EventLabelUpdated(Message):

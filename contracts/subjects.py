@@ -62,6 +62,7 @@ DEAD_LETTERED = event(SYSTEM_DOMAIN, "message", "dead_lettered")
 
 # Facts about stored fraud events (the FRAUD_EVENTS stream).
 FRAUD_EVENT_SENT = event("fraud", "event", "sent")
+FRAUD_EVENTS_SENT = event("fraud", "event", "sent_together")
 FRAUD_EVENT_LABEL_UPDATED = event("fraud", "event", "label_updated")
 FRAUD_EVENT_DELETED = event("fraud", "event", "deleted")
 FRAUD_EVENTS_PURGED = event("fraud", "event", "purged")

@@ -17,6 +17,7 @@ from contracts.fraud import (
     EventLabelUpdated,
     EventSent,
     EventsPurged,
+    EventsSent,
     GetKmsEncryptionKeyRequest,
     PutKmsEncryptionKeyCommand,
 )
@@ -62,6 +63,10 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
                 sent = codec.decode(msg.data, EventSent)[1]
                 events.apply_sent(sequence, sent)
                 models.observe(sent)
+            elif msg.subject == subjects.FRAUD_EVENTS_SENT:
+                for sent in codec.decode(msg.data, EventsSent)[1].events:
+                    events.apply_sent(sequence, sent)  # one sequence; the store keeps their order
+                    models.observe(sent)
             elif msg.subject == subjects.FRAUD_EVENT_LABEL_UPDATED:
                 events.apply_label(sequence, codec.decode(msg.data, EventLabelUpdated)[1])
             elif msg.subject == subjects.FRAUD_EVENT_DELETED:

@@ -45,6 +45,7 @@ from runtime.errors import Conflict, NotFound, ValidationFailed
 from runtime.kv import ResourceStore
 from runtime.paging import page
 from runtime.view import StreamView
+from services.fraud.adapters.event_log import EventLog
 from services.fraud.adapters.event_store import EventStore
 from services.fraud.domain.resources import (
     DetectorRecord,
@@ -111,6 +112,7 @@ class FraudOperations:
         self.bus = bus
         self.stores = stores
         self.events = events
+        self.event_log = EventLog(bus)
         self.view = view
         self.region = region
         self.account_id = account_id
@@ -520,8 +522,7 @@ class FraudOperations:
         wait: bool = True,
     ) -> None:
         """Append the event to the log; with `wait`, until this replica's store shows it."""
-        sequence = await self.bus.emit(
-            subjects.FRAUD_EVENT_SENT,
+        sequence = await self.event_log.append(
             EventSent(
                 event_type=event_type,
                 event_id=event_id,
@@ -531,7 +532,7 @@ class FraudOperations:
                 variables={k: v for k, v in variables.items() if v is not None},
                 label=label,
                 label_timestamp=label_timestamp,
-            ),
+            )
         )
         if wait:
             await self.view.wait_for(sequence)

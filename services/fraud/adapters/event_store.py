@@ -233,7 +233,9 @@ class EventStore:
     @staticmethod
     def _resolve(log: pl.DataFrame) -> pl.DataFrame:
         """Apply the log: the last put per (id, timestamp) wins, later labels apply, deletes remove."""
-        puts = log.filter(pl.col("_op") == "put").sort("_seq")
+        # Stable sorts: the events of one group-committed message share a sequence, and their
+        # order in the log (the order they were sent in) decides which of two copies wins.
+        puts = log.filter(pl.col("_op") == "put").sort("_seq", maintain_order=True)
         puts = puts.unique(subset=["EVENT_ID", "EVENT_TIMESTAMP"], keep="last", maintain_order=True)
         deletes = (
             log.filter(pl.col("_op") == "delete")
@@ -242,7 +244,7 @@ class EventStore:
         )
         labels = (
             log.filter(pl.col("_op") == "label")
-            .sort("_seq")
+            .sort("_seq", maintain_order=True)
             .group_by("EVENT_ID")
             .agg(
                 pl.col("_seq").last().alias("_lseq"),
