@@ -850,6 +850,52 @@ async def http_open_loop(
     )
 
 
+async def timed_import(afd: Afd, bus: Bus, imports: Path, pids: dict[str, int]) -> dict[str, Any]:
+    """CreateBatchImportJob of the 20K sample as AFD event rows, from the call to COMPLETE (the
+    service waits until its own event store holds every row): wall time, CPU, stream messages."""
+    sample = pl.read_csv(REGISTRATION_CSV, infer_schema=False).with_row_index("n")
+    rows = sample.with_columns(
+        EVENT_ID=pl.format("import-{}", "n"),
+        ENTITY_TYPE=pl.lit("customer"),
+        ENTITY_ID=pl.format("c-{}", "n"),
+    ).drop("n")
+    path = imports / "registrations-import.csv"
+    await asyncio.to_thread(rows.write_csv, path)
+    messages_before = (await bus.js.stream_info(topology.FRAUD_EVENTS.name)).state.messages
+    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    began = time.perf_counter()
+    await afd(
+        "CreateBatchImportJob",
+        jobId="bench-import",
+        inputPath=f"file://{path}",
+        outputPath=f"file://{imports}/import-output",
+        eventTypeName="registration",
+        iamRoleArn="arn:aws:iam::000000000000:role/none",
+    )
+    while True:
+        job = (await afd("GetBatchImportJobs", jobId="bench-import"))["batchImports"][0]
+        if not job["status"].startswith("IN_PROGRESS"):
+            break
+        if time.perf_counter() - began > 600:
+            raise RuntimeError("the import did not finish within 600 s")
+        await asyncio.sleep(0.05)
+    wall = time.perf_counter() - began
+    messages = (await bus.js.stream_info(topology.FRAUD_EVENTS.name)).state.messages
+    cpu = {}
+    for name, pid in pids.items():
+        now, before = process_cpu_s(pid), cpu_before[name]
+        cpu[name] = None if now is None or before is None else now - before
+    return {
+        "events": rows.height,
+        "status": job["status"],
+        "processed": job.get("processedRecordsCount"),
+        "wall_s": wall,
+        "events_per_s": rows.height / wall,
+        "stream_messages": messages - messages_before,
+        "cpu_s": cpu,
+    }
+
+
 async def afd_access_key(http: httpx.AsyncClient) -> dict[str, Any]:
     """A new AWS access-key pair allowed to predict (fraud:write), through the admin REST route."""
     reply = await http.post("/v1/access-keys", json={"name": "bench", "scopes": ["fraud:write"]})
@@ -1361,6 +1407,19 @@ async def bench_platform(
             if k + 1 < len(runs) and not await fraud_idle(platform_, 5.0 if args.quick else 20.0):
                 await restart_fraud(f"backlog after {rate:,.0f} req/s")
         lap("HTTP loads")
+
+        if not await fraud_idle(platform_, 5.0 if args.quick else 20.0):
+            await restart_fraud("backlog after the HTTP loads")
+        result["import"] = await timed_import(
+            Afd(http), bus, platform_.data_dir / "fraud" / "imports", pids
+        )
+        print(
+            f"batch import of {result['import']['events']:,} events:"
+            f" {result['import']['wall_s']:.2f}s, {result['import']['stream_messages']:,}"
+            " stream messages",
+            flush=True,
+        )
+        lap("batch import")
 
         if not args.no_profile:
             print("timing the prediction path inside the fraud service", flush=True)
