@@ -159,8 +159,14 @@ def test_one_score_equals_the_batch_score_as_served() -> None:
     p = 1 / (1 + np.exp(-(rng.normal(size=20_000) + 3 * y - 4)))
     cal = ScoreCalibration.fit(p, y)
     edges = [0.0, 1.0, 1e-300, 1 - 1e-16, 0.5, float(np.nextafter(0, 1)), float("nan")]
-    probabilities = np.concatenate([edges, rng.random(5000), p[:5000], rng.random(500) ** 40])
-    batch = np.round(cal.score(probabilities), 1)
+    edges += [-0.1, 1.5, -0.0, float("inf")]  # outside [0, 1]: numpy's NaN, so the middle
+    knots = 1 / (1 + np.exp(-np.array(cal.log_odds)))  # at and next to every knot
+    at_knots = np.concatenate([knots, np.nextafter(knots, 0), np.nextafter(knots, 1)])
+    probabilities = np.concatenate(
+        [edges, at_knots, rng.random(5000), p[:5000], rng.random(500) ** 40]
+    )
+    with np.errstate(invalid="ignore"):
+        batch = np.round(cal.score(probabilities), 1)
     one = [cal.score_one(float(v)) for v in probabilities]
     assert one == [float(v) for v in batch]  # bit for bit, so online and batch scores agree
 
