@@ -113,6 +113,9 @@ def create_app(*, bus: Bus, settings: Settings, key_store: KeyStore, fleet: Flee
         summary="Self-hosted search, fraud detection, custom images, tuning and inference.",
         docs_url="/docs",
         redoc_url=None,
+        # The gateway's metrics are its own (Prometheus); FastAPI's OpenTelemetry hooks would
+        # only read the environment on every request to find that nothing is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     metrics = bus.metrics or ServiceMetrics("gateway")
     app.state.bus = bus

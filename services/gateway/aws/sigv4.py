@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -71,7 +72,10 @@ class _Authorization:
         return f"{self.date}/{self.region}/{self.service}/{TERMINATOR}"
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The key derived for one day, region and service (cached, as SDKs cache it: four HMACs
+    per request otherwise; a key is only reached through a secret the caller already holds)."""
     key = _hmac(f"AWS4{secret}".encode(), date)
     key = _hmac(key, region)
     key = _hmac(key, service)
@@ -229,7 +233,16 @@ def _parse_amz_date(value: str) -> datetime:
     try:
         if not _AMZ_DATE_RE.fullmatch(value):
             raise ValueError(value)
-        return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+        # The fields by position: strptime costs more than the rest of the check together.
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError:
         raise _incomplete(
             f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
