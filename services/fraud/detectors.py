@@ -393,14 +393,14 @@ class Detectors:
     ) -> Output:
         model_scores = []
         explanations = []
-        scored = await asyncio.gather(
-            *(
-                self.scorer.score(
-                    m["modelId"], m["modelType"], m["modelVersionNumber"], event, explain=explain
-                )
-                for m in version.model_versions
+        scores = [
+            self.scorer.score(
+                m["modelId"], m["modelType"], m["modelVersionNumber"], event, explain=explain
             )
-        )
+            for m in version.model_versions
+        ]
+        # One model (the usual detector) is awaited in place: gather would add a task.
+        scored = [await scores[0]] if len(scores) == 1 else await asyncio.gather(*scores)
         for model, (score, explanation) in zip(version.model_versions, scored, strict=True):
             name = model_score_variable(model["modelId"])
             typed[name] = score
