@@ -57,16 +57,28 @@ async def build(bus: Bus, settings: Settings, shared: SharedSettings) -> Service
         root.mkdir(parents=True, exist_ok=True)
     events = EventStore(data / "events")
 
+    def keep(sequence: int, sent: EventSent) -> None:
+        events.apply_sent(sequence, sent)
+        models.observe(sent)
+
     async def apply(msg: Msg, sequence: int) -> None:
         try:
             if msg.subject == subjects.FRAUD_EVENT_SENT:
-                sent = codec.decode(msg.data, EventSent)[1]
-                events.apply_sent(sequence, sent)
-                models.observe(sent)
+                keep(sequence, codec.decode(msg.data, EventSent)[1])
             elif msg.subject == subjects.FRAUD_EVENTS_SENT:
+                # One sequence for all; the store keeps their order. A bad one fails alone.
                 for sent in codec.decode(msg.data, EventsSent)[1].events:
-                    events.apply_sent(sequence, sent)  # one sequence; the store keeps their order
-                    models.observe(sent)
+                    try:
+                        keep(sequence, sent)
+                    except ValueError as exc:
+                        await bus.dead_letter(
+                            subjects.FRAUD_EVENT_SENT,
+                            codec.encode(sent, source=bus.source),
+                            None,
+                            exc,
+                            stream=topology.FRAUD_EVENTS.name,
+                            stream_sequence=sequence,
+                        )
             elif msg.subject == subjects.FRAUD_EVENT_LABEL_UPDATED:
                 events.apply_label(sequence, codec.decode(msg.data, EventLabelUpdated)[1])
             elif msg.subject == subjects.FRAUD_EVENT_DELETED:
