@@ -152,12 +152,16 @@ def _canonical_request(
 
 
 def _canonical_uri(raw_path: str) -> str:
+    if raw_path == "/":  # every AWS JSON call
+        return raw_path
     # The raw path is already percent-encoded on the wire; non-S3 services encode it once
     # more (so '%' becomes '%25'), which is what SDKs sign.
     return quote(_remove_dot_segments(raw_path) or "/", safe="/~")
 
 
 def _canonical_query(raw_query: str) -> str:
+    if not raw_query:
+        return ""
     pairs: list[tuple[str, str]] = []
     for item in raw_query.split("&"):
         if not item:
@@ -252,21 +256,20 @@ def _parse_amz_date(value: str) -> datetime:
 
 def _check_skew(signed_at: datetime, now: datetime, max_skew: timedelta) -> None:
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    window = _describe(max_skew)
     earliest = now - max_skew
     latest = now + max_skew
     if signed_at < earliest:
         raise SigV4Error(
             INVALID,
             f"Signature expired: {_fmt(signed_at)} is now earlier than {_fmt(earliest)} "
-            f"({_fmt(now)} - {window}.)",
+            f"({_fmt(now)} - {_describe(max_skew)}.)",
             400,
         )
     if signed_at > latest:
         raise SigV4Error(
             INVALID,
             f"Signature not yet current: {_fmt(signed_at)} is still later than "
-            f"{_fmt(latest)} ({_fmt(now)} + {window}.)",
+            f"{_fmt(latest)} ({_fmt(now)} + {_describe(max_skew)}.)",
             400,
         )
 
