@@ -122,11 +122,16 @@ class KeyStore:
         if not is_access_key_id(key_id):
             return None
         try:
-            key: AccessKey = await self._recent.get(
-                ("aws", key_id), lambda: self._value(self.access_keys, key_id)
+            # Opened once per cache period, not per request: unsealing is a Fernet decryption.
+            opened: tuple[str, Principal] | None = await self._recent.get(
+                ("aws", key_id), lambda: self._open_access_key(key_id)
             )
         except NotFound:
             return None
+        return opened
+
+    async def _open_access_key(self, key_id: str) -> tuple[str, Principal] | None:
+        key: AccessKey = await self._value(self.access_keys, key_id)
         if key.revoked_at is not None:
             return None
         try:
