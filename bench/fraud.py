@@ -862,7 +862,8 @@ async def timed_import(afd: Afd, bus: Bus, imports: Path, pids: dict[str, int]) 
     path = imports / "registrations-import.csv"
     await asyncio.to_thread(rows.write_csv, path)
     messages_before = (await bus.js.stream_info(topology.FRAUD_EVENTS.name)).state.messages
-    cpu_before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    meter = CpuMeter(pids)
+    meter.start()
     began = time.perf_counter()
     await afd(
         "CreateBatchImportJob",
@@ -880,11 +881,8 @@ async def timed_import(afd: Afd, bus: Bus, imports: Path, pids: dict[str, int]) 
             raise RuntimeError("the import did not finish within 600 s")
         await asyncio.sleep(0.05)
     wall = time.perf_counter() - began
+    cpu = meter.stop()
     messages = (await bus.js.stream_info(topology.FRAUD_EVENTS.name)).state.messages
-    cpu = {}
-    for name, pid in pids.items():
-        now, before = process_cpu_s(pid), cpu_before[name]
-        cpu[name] = None if now is None or before is None else now - before
     return {
         "events": rows.height,
         "status": job["status"],

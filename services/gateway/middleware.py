@@ -158,7 +158,7 @@ class HotRoute:
 
 class HotPathMiddleware:
     """Serves the per-request hot paths (predictions, the AWS endpoint) without FastAPI's routing
-    and dependency resolution, which cost ~4x the handler's own work per request. The routes
+    and dependency resolution, which cost several times the handler's own work per request. The routes
     stay declared in FastAPI (OpenAPI, fallback); errors get the responses the app gives them.
 
     Installed innermost, inside the body limit, correlation id and access log middleware.

@@ -90,3 +90,14 @@ async def test_a_cancelled_caller_leaves_the_others_their_answer() -> None:
     with pytest.raises(asyncio.CancelledError):
         await calls[1]
     assert stream.written == [(subjects.FRAUD_EVENTS_SENT, ["a", "b", "c"])]
+
+
+async def test_stopping_the_log_mid_publish_leaves_no_caller_waiting() -> None:
+    stream = SlowStream()
+    log = event_log(stream, max_events=2)
+    calls = [asyncio.ensure_future(log.append(sent(i))) for i in "abcd"]
+    await asyncio.sleep(0.002)  # "a" and "b" are being published, "c" and "d" wait
+    assert log._writer is not None
+    log._writer.cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and "stopped" in str(r) for r in results)

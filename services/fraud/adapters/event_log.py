@@ -44,6 +44,7 @@ class EventLog:
         return await stored
 
     async def _write(self) -> None:
+        batch: list[_Pending] = []
         try:
             await asyncio.sleep(0)  # events appended later in this loop turn join the first one
             while self._pending:
@@ -52,18 +53,15 @@ class EventLog:
                 try:
                     sequence = await self._publish(batch)
                 except Exception as exc:
-                    for pending in batch:
-                        if not pending.stored.done():
-                            pending.stored.set_exception(exc)
+                    _settle(batch, exc)
                     continue
                 for pending in batch:
                     if not pending.stored.done():  # done: its caller was cancelled
                         pending.stored.set_result(sequence)
         finally:
             self._writer = None
-            for pending in self._pending:  # only when cancelled (the service is stopping)
-                if not pending.stored.done():
-                    pending.stored.set_exception(RuntimeError("the event log was stopped"))
+            # Only when cancelled (the service is stopping): nobody may wait forever.
+            _settle([*batch, *self._pending], RuntimeError("the event log was stopped"))
             self._pending.clear()
 
     async def _publish(self, batch: list[_Pending]) -> int:
@@ -76,3 +74,9 @@ class EventLog:
         return await self.bus.emit(
             subjects.FRAUD_EVENTS_SENT, EventsSent(events=[p.event for p in batch])
         )
+
+
+def _settle(batch: list[_Pending], error: Exception) -> None:
+    for pending in batch:
+        if not pending.stored.done():
+            pending.stored.set_exception(error)
